@@ -1,0 +1,361 @@
+"""The VoiceNavigator 2018-06-12 RPC API at `/`, as a plain ASGI callable.
+
+Rules of this file:
+- Parameters come from the query string and, for a form-encoded POST, the
+  body; the action from `Action` or the `x-acs-action` header (the current
+  SDK), the version from `Version` or `x-acs-version`.
+- Order of checks: body size, Format, signature and freshness, policy,
+  Version, Action, then the action's parameters. A rejected request never
+  reaches the dialogue service, so it changes nothing.
+- Every response, errors included, carries a RequestId. An error is
+  `{RequestId, HostId, Code, Message}` with the code's HTTP status.
+- The turn path holds no Starlette objects: one parse, one service call, one
+  `orjson.dumps`, one histogram observe.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from gateway import errors
+from gateway.api import formats
+from gateway.api.auth import Authenticator
+from gateway.dialogue.operations import (
+    EMPTY_VARS,
+    BeginDialogue,
+    CollectedNumber,
+    Dialogue,
+    EndDialogue,
+    Operation,
+    SilenceTimeout,
+)
+from gateway.metrics import Metrics
+from gateway.services.local import TurnResult
+
+log = logging.getLogger("gateway.rpc")
+
+API_VERSION = "2018-06-12"
+HOST_ID = "ivr-gateway"
+
+# Field caps (docs/api.md). A field over its cap is InvalidParameter.
+MAX_BODY_BYTES = 65_536
+MAX_ID_CHARS = 128
+MAX_NUMBER_CHARS = 64
+MAX_UTTERANCE_CHARS = 1_000
+MAX_DIGITS = 32
+MAX_CONTEXT_CHARS = 8_192
+MAX_CONTEXT_KEYS = 64
+MAX_CONTEXT_KEY_CHARS = 64
+_DTMF = frozenset("0123456789*#ABCDabcd")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Service = Callable[[str, str, Operation, bool], Awaitable[TurnResult]]
+Params = Mapping[str, str]
+
+
+# -- parameters ---------------------------------------------------------------
+
+
+def required(params: Params, name: str, cap: int) -> str:
+    value = params.get(name)
+    if value is None or not value.strip():
+        raise errors.MissingParameter(name)
+    if len(value) > cap:
+        raise errors.InvalidParameter.named(name, f"longer than {cap} characters")
+    return value
+
+
+def optional(params: Params, name: str, cap: int) -> str:
+    value = params.get(name, "")
+    if len(value) > cap:
+        raise errors.InvalidParameter.named(name, f"longer than {cap} characters")
+    return value
+
+
+def _context_value(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, int | float):
+        return str(value)
+    return orjson.dumps(value).decode()
+
+
+def context(params: Params, name: str) -> Mapping[str, str]:
+    """A JSON-object parameter as conversation variables (values as strings)."""
+    raw = params.get(name)
+    if raw is None or not raw.strip():
+        return EMPTY_VARS
+    if len(raw) > MAX_CONTEXT_CHARS:
+        raise errors.InvalidParameter.named(name, f"longer than {MAX_CONTEXT_CHARS} characters")
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise errors.InvalidParameter.named(name, "not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise errors.InvalidParameter.named(name, "must be a JSON object")
+    if len(parsed) > MAX_CONTEXT_KEYS:
+        raise errors.InvalidParameter.named(name, f"more than {MAX_CONTEXT_KEYS} keys")
+    if any(len(k) > MAX_CONTEXT_KEY_CHARS for k in parsed):
+        raise errors.InvalidParameter.named(name, f"a key longer than {MAX_CONTEXT_KEY_CHARS}")
+    return {k: _context_value(v) for k, v in parsed.items()} if parsed else EMPTY_VARS
+
+
+def _begin(p: Params) -> Operation:
+    return BeginDialogue(
+        calling_number=required(p, "CallingNumber", MAX_NUMBER_CHARS),
+        called_number=optional(p, "CalledNumber", MAX_NUMBER_CHARS),
+        variables=context(p, "InitialContext"),
+    )
+
+
+def _dialogue(p: Params) -> Operation:
+    optional(p, "CallingNumber", MAX_NUMBER_CHARS)
+    optional(p, "CalledNumber", MAX_NUMBER_CHARS)
+    return Dialogue(
+        utterance=required(p, "Utterance", MAX_UTTERANCE_CHARS),
+        variables=context(p, "AdditionalContext"),
+    )
+
+
+def _collected(p: Params) -> Operation:
+    number = optional(p, "Number", MAX_DIGITS)
+    if number and not _DTMF.issuperset(number):
+        raise errors.InvalidParameter.named("Number", "only 0-9, *, # and A-D are DTMF digits")
+    return CollectedNumber(number)
+
+
+def _silence(p: Params) -> Operation:
+    return SilenceTimeout(variables=context(p, "InitialContext"))
+
+
+def _end(p: Params) -> Operation:
+    context(p, "HangUpParams")  # validated; the hangup cause is recorded later
+    return EndDialogue()
+
+
+@dataclass(frozen=True, slots=True)
+class DialogueAction:
+    operation: str  # the label on metrics: one of the five operations
+    build: Callable[[Params], Operation]
+    debug: bool = False
+
+
+DIALOGUE_ACTIONS: Mapping[str, DialogueAction] = {
+    "BeginDialogue": DialogueAction("BeginDialogue", _begin),
+    "Dialogue": DialogueAction("Dialogue", _dialogue),
+    "CollectedNumber": DialogueAction("CollectedNumber", _collected),
+    "SilenceTimeout": DialogueAction("SilenceTimeout", _silence),
+    "EndDialogue": DialogueAction("EndDialogue", _end),
+    "DebugBeginDialogue": DialogueAction("BeginDialogue", _begin, debug=True),
+    "DebugDialogue": DialogueAction("Dialogue", _dialogue, debug=True),
+    "DebugCollectedNumber": DialogueAction("CollectedNumber", _collected, debug=True),
+}
+
+
+# -- the ASGI callable ----------------------------------------------------------
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        n = name.decode("latin-1").lower()
+        v = value.decode("latin-1")
+        # Repeated headers are joined, sorted, as the ACS3 canonical form wants.
+        out[n] = ",".join(sorted((out[n], v))) if n in out else v
+    return out
+
+
+def _parse_qs(raw: bytes, what: str) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(raw.decode("ascii"), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise errors.InvalidParameter(f"The {what} is not valid percent-encoded UTF-8.") from None
+
+
+class RpcApi:
+    """Serves the dialogue actions of the RPC API."""
+
+    front = "rpc"
+
+    def __init__(
+        self,
+        service: Service,
+        authenticator: Authenticator | None,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+        max_body: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.service = service
+        self.auth = authenticator
+        self.metrics = metrics
+        self.clock = clock
+        self.max_body = max_body
+        self.request_ids = formats.RequestIds()
+        metrics.bind_front(self.front)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request_id = self.request_ids.next()
+        fmt: formats.Format = "JSON"
+        operation = ""
+        try:
+            if scope["method"] not in ("GET", "POST"):
+                raise errors.InvalidParameter(
+                    f"HTTP method {scope['method']} is not supported; use GET or POST.",
+                    code="UnsupportedHTTPMethod",
+                )
+            headers = _headers(scope)
+            body = await self._body(receive, headers)
+            query = _parse_qs(scope["query_string"], "query string")
+            params = dict(query)
+            if body and headers.get("content-type", "").startswith(
+                "application/x-www-form-urlencoded"
+            ):
+                params.update(_parse_qs(body, "form body"))
+
+            f = params.get("Format", "JSON").upper()
+            if f not in ("JSON", "XML"):
+                raise errors.InvalidParameter.named("Format", "must be JSON or XML")
+            fmt = f  # type: ignore[assignment]
+
+            action = params.get("Action") or headers.get("x-acs-action", "")
+            if self.auth is not None:
+                now = self.clock()
+                if "authorization" in headers:
+                    key = self.auth.verify_acs3(
+                        scope["method"], scope["path"], query, headers, body, now
+                    )
+                else:
+                    key = self.auth.verify_rpc_v1(scope["method"], params, now)
+                if not action:
+                    raise errors.MissingParameter("Action")
+                self.auth.authorize(key, action)
+            elif not action:
+                raise errors.MissingParameter("Action")
+
+            version = params.get("Version") or headers.get("x-acs-version")
+            if not version:
+                raise errors.MissingParameter("Version")
+            if version != API_VERSION:
+                raise errors.InvalidVersion()
+
+            spec = DIALOGUE_ACTIONS.get(action)
+            if spec is None:
+                raise errors.InvalidAction()
+            operation = spec.operation
+            instance_id = required(params, "InstanceId", MAX_ID_CHARS)
+            conversation_id = required(params, "ConversationId", MAX_ID_CHARS)
+            op = spec.build(params)
+            result = await self.service(instance_id, conversation_id, op, spec.debug)
+        except errors.GatewayError as exc:
+            await self._error(send, fmt, request_id, exc, operation, started)
+            return
+        except Exception:
+            log.exception("rpc handler failed", extra={"fields": {"request_id": request_id}})
+            await self._error(send, fmt, request_id, errors.InternalServerError(), operation, started)
+            return
+
+        reply = result.reply
+        if reply is None:
+            out: dict[str, Any] = {"RequestId": request_id}
+        else:
+            out = {
+                "RequestId": request_id,
+                "TextResponse": reply.text,
+                "Interruptible": reply.interruptible,
+                "Action": reply.action.value,
+                "ActionParams": reply.action_params,
+            }
+            self.metrics.count_reply(reply.action)
+        content_type, payload = formats.render(fmt, action, out)
+        elapsed = time.perf_counter() - started
+        self.metrics.observe_turn(operation, self.front, "ok", elapsed)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "turn",
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "front": self.front,
+                        "instance": instance_id,
+                        "conversation": conversation_id,
+                        "operation": operation,
+                        "debug": spec.debug,
+                        "outcome": result.outcome,
+                        "action": reply.action.value if reply else None,
+                        "seconds": round(elapsed, 6),
+                    }
+                },
+            )
+        await _respond(send, 200, content_type, payload)
+
+    async def _body(self, receive: Receive, headers: Mapping[str, str]) -> bytes:
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise errors.InvalidParameter(f"The request body exceeds {self.max_body} bytes.")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise errors.InvalidParameter(f"The request body exceeds {self.max_body} bytes.")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def _error(
+        self,
+        send: Send,
+        fmt: formats.Format,
+        request_id: str,
+        exc: errors.GatewayError,
+        operation: str,
+        started: float,
+    ) -> None:
+        self.metrics.count_error(exc.code)
+        if operation:
+            self.metrics.observe_turn(
+                operation, self.front, "error", time.perf_counter() - started
+            )
+        body = {"RequestId": request_id, "HostId": HOST_ID, "Code": exc.code, "Message": exc.message}
+        log.info(
+            "rejected",
+            extra={"fields": {"request_id": request_id, "code": exc.code, "status": exc.status}},
+        )
+        content_type, payload = formats.render_error(fmt, body)
+        await _respond(send, exc.status, content_type, payload)
+
+    def __repr__(self) -> str:
+        return f"RpcApi(auth={self.auth is not None}, max_body={self.max_body})"
+
+
+async def _respond(send: Send, status: int, content_type: bytes, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

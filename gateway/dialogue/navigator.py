@@ -1,0 +1,232 @@
+"""The VoiceNavigator policy: a request and a session state in, a reply and a new state out.
+
+Rules of this file:
+- No I/O, no clock, no randomness. Every function takes the instance's
+  `NavigationConfig`, the conversation's `DialogueState` and one operation.
+- A step is either `Done` (the reply and the next state) or `AskBot` (the
+  question for the bot and the state to resume from). The caller answers an
+  `AskBot` by calling `resume` with the bot's `BotAnswer` or `None`.
+- Order for an utterance: repeating, complaining, negative feedback (only
+  while an asking-back question is pending), then the bot.
+- Counts: the unrecognized and silence counts go up by one per miss. Below
+  Threshold the reply is Prompt; reaching Threshold gives FinalPrompt with
+  FinalAction and puts the count back to zero, so a count never passes its
+  threshold. A recognised input resets the unrecognized count; any caller
+  input (utterance or digits) resets the silence count.
+- Asking back: when the instance enables it and the bot answers with a
+  Broadcast, the asking-back prompt is appended to the answer in the same
+  reply, and the question stays pending until the caller's next input. One
+  reply per turn keeps every front door simple (the switch plays one prompt,
+  then listens), and the caller hears the question while the line is theirs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from gateway.dialogue.bot import BotAnswer, BotQuery
+from gateway.dialogue.config import NavigationConfig
+from gateway.dialogue.matching import normalize
+from gateway.dialogue.operations import (
+    EMPTY_VARS,
+    Action,
+    BeginDialogue,
+    CollectedNumber,
+    Dialogue,
+    Reply,
+    SilenceTimeout,
+)
+from gateway.dialogue.template import Template
+
+Outcome = Literal[
+    "greeting",
+    "answer",
+    "repeat",
+    "complaint",
+    "negative_feedback",
+    "unrecognized",
+    "unrecognized_final",
+    "silence",
+    "silence_final",
+]
+Purpose = Literal["greeting", "answer"]
+
+
+@dataclass(frozen=True, slots=True)
+class DialogueState:
+    variables: Mapping[str, str] = field(default_factory=lambda: EMPTY_VARS)
+    last_reply: Reply | None = None
+    unrecognized: int = 0
+    silences: int = 0
+    asking_back: bool = False
+    bot_state: str = ""
+    turn: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    reply: Reply
+    state: DialogueState
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class AskBot:
+    query: BotQuery
+    state: DialogueState
+    purpose: Purpose
+
+
+Step = Done | AskBot
+
+
+def _merge(variables: Mapping[str, str], extra: Mapping[str, str]) -> Mapping[str, str]:
+    if not extra:
+        return variables
+    if not variables:
+        return extra
+    return {**variables, **extra}
+
+
+def _reply(
+    cfg: NavigationConfig,
+    state: DialogueState,
+    text: Template | str,
+    action: Action,
+    params: str,
+    interruptible: bool,
+) -> Reply:
+    rendered = text if isinstance(text, str) else text.render(state.variables)
+    wait = cfg.silence_timeout.timeout if action is Action.BROADCAST else 0
+    return Reply(rendered, action, interruptible, params, wait)
+
+
+def _done(state: DialogueState, reply: Reply, outcome: Outcome, **changes: object) -> Done:
+    new_state = replace(state, last_reply=reply, **changes)  # type: ignore[arg-type]
+    return Done(reply, new_state, outcome)
+
+
+def begin(cfg: NavigationConfig, request: BeginDialogue) -> Step:
+    """BeginDialogue: the greeting, or a question for the bot's greeting intent."""
+    state = DialogueState(variables=request.variables, turn=1)
+    greeting = cfg.greeting
+    if greeting.source_type == "chatbotIntent":
+        trigger = greeting.intent_trigger
+        query = BotQuery("intent", trigger, normalize(trigger), state.variables, "", 1)
+        return AskBot(query, state, "greeting")
+    reply = _reply(
+        cfg, state, greeting.greeting_words, Action.BROADCAST, "{}", greeting.interruptible
+    )
+    return _done(state, reply, "greeting")
+
+
+def handle(cfg: NavigationConfig, state: DialogueState, op: Dialogue | CollectedNumber) -> Step:
+    """An utterance or collected digits."""
+    state = replace(state, turn=state.turn + 1, silences=0)
+    if isinstance(op, CollectedNumber):
+        if not op.number:
+            return _unrecognized(cfg, state)
+        query = BotQuery(
+            "digits", op.number, op.number, state.variables, state.bot_state, state.turn
+        )
+        return AskBot(query, state, "answer")
+
+    if op.variables:
+        state = replace(state, variables=_merge(state.variables, op.variables))
+    text = normalize(op.utterance)
+    if not text:
+        return _unrecognized(cfg, state)
+
+    if cfg.repeating.phrases.matches(text) and state.last_reply is not None:
+        return Done(state.last_reply, state, "repeat")
+
+    c = cfg.complaining
+    if c.phrases.matches(text):
+        reply = _reply(cfg, state, c.prompt, c.action, c.action_params, False)
+        return _done(state, reply, "complaint", unrecognized=0, asking_back=False)
+
+    a = cfg.asking_back
+    if state.asking_back and a.enable_negative_feedback and a.negative_feedback_phrases.matches(text):
+        reply = _reply(
+            cfg,
+            state,
+            a.negative_feedback_prompt,
+            a.negative_feedback_action,
+            a.negative_feedback_action_params,
+            False,
+        )
+        return _done(state, reply, "negative_feedback", unrecognized=0, asking_back=False)
+
+    query = BotQuery("utterance", op.utterance, text, state.variables, state.bot_state, state.turn)
+    return AskBot(query, state, "answer")
+
+
+def resume(cfg: NavigationConfig, step: AskBot, answer: BotAnswer | None) -> Done:
+    """Finish a step with the bot's answer (`None`: the bot did not understand)."""
+    state = step.state
+    if answer is not None:
+        changes: dict[str, object] = {}
+        if answer.variables:
+            changes["variables"] = _merge(state.variables, answer.variables)
+        if answer.bot_state is not None:
+            changes["bot_state"] = answer.bot_state
+        if changes:
+            state = replace(state, **changes)  # type: ignore[arg-type]
+
+    if step.purpose == "greeting":
+        if answer is None:
+            g = cfg.greeting
+            reply = _reply(cfg, state, g.greeting_words, Action.BROADCAST, "{}", g.interruptible)
+        else:
+            reply = _answer_reply(cfg, state, answer, asking_back=False)
+        return _done(state, reply, "greeting")
+
+    if answer is None:
+        return _unrecognized(cfg, state)
+    asking_back = (
+        cfg.asking_back.enabled
+        and answer.action is Action.BROADCAST
+        and not answer.expects_input
+    )
+    reply = _answer_reply(cfg, state, answer, asking_back)
+    return _done(state, reply, "answer", unrecognized=0, asking_back=asking_back)
+
+
+def _answer_reply(
+    cfg: NavigationConfig, state: DialogueState, answer: BotAnswer, asking_back: bool
+) -> Reply:
+    text = answer.text
+    if asking_back:
+        question = cfg.asking_back.prompt.render(state.variables)
+        text = f"{text} {question}" if text else question
+    return _reply(cfg, state, text, answer.action, answer.action_params, answer.interruptible)
+
+
+def _unrecognized(cfg: NavigationConfig, state: DialogueState) -> Done:
+    u = cfg.unrecognizing
+    count = state.unrecognized + 1
+    if count >= u.threshold:
+        reply = _reply(cfg, state, u.final_prompt, u.final_action, u.final_action_params, False)
+        return _done(state, reply, "unrecognized_final", unrecognized=0, asking_back=False)
+    reply = _reply(cfg, state, u.prompt, Action.BROADCAST, "{}", True)
+    return _done(state, reply, "unrecognized", unrecognized=count, asking_back=False)
+
+
+def silence(cfg: NavigationConfig, state: DialogueState, op: SilenceTimeout) -> Done:
+    """SilenceTimeout: the caller said nothing for SilenceTimeoutConfig.Timeout seconds.
+
+    An asking-back question stays pending through a silence: the caller may
+    still answer it.
+    """
+    state = replace(
+        state, turn=state.turn + 1, variables=_merge(state.variables, op.variables)
+    )
+    s = cfg.silence_timeout
+    count = state.silences + 1
+    if count >= s.threshold:
+        reply = _reply(cfg, state, s.final_prompt, s.final_action, s.final_action_params, False)
+        return _done(state, reply, "silence_final", silences=0, asking_back=False)
+    reply = _reply(cfg, state, s.prompt, Action.BROADCAST, "{}", True)
+    return _done(state, reply, "silence", silences=count)

@@ -1,0 +1,121 @@
+"""Signing and verifying Alibaba Cloud API requests, both kinds the SDKs send.
+
+- RPC v1 (`SignatureMethod=HMAC-SHA1`, VoiceNavigator seed §3): the sorted,
+  percent-encoded parameters form the canonical query; the string to sign is
+  `METHOD&%2F&percentEncode(canonical)`; the key is `secret + "&"`; the
+  signature is base64 of the HMAC-SHA1.
+- ACS3-HMAC-SHA256 (the current SDKs): a canonical request of method, path,
+  sorted query, the signed headers and the body's SHA-256; the string to sign
+  is `ACS3-HMAC-SHA256\\n` + hex SHA-256 of that; the signature is the hex
+  HMAC-SHA256 with the secret.
+
+Pure functions only; `gateway.api.auth` decides what to accept.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from urllib.parse import quote
+
+ACS3 = "ACS3-HMAC-SHA256"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def percent_encode(value: str) -> str:
+    """RFC 3986 encoding: only A-Z a-z 0-9 - _ . ~ stay as they are; space is %20."""
+    return quote(value, safe="-_.~")
+
+
+def canonical_query(params: Iterable[tuple[str, str]]) -> str:
+    pairs = sorted((percent_encode(k), percent_encode(v)) for k, v in params)
+    return "&".join(f"{k}={v}" for k, v in pairs)
+
+
+# -- RPC v1 -----------------------------------------------------------------
+
+
+def rpc_v1_string_to_sign(method: str, params: Mapping[str, str]) -> str:
+    query = canonical_query((k, v) for k, v in params.items() if k != "Signature")
+    return f"{method.upper()}&%2F&{percent_encode(query)}"
+
+
+def rpc_v1_signature(secret: str, method: str, params: Mapping[str, str]) -> str:
+    string_to_sign = rpc_v1_string_to_sign(method, params)
+    digest = hmac.new(f"{secret}&".encode(), string_to_sign.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+# -- ACS3-HMAC-SHA256 ---------------------------------------------------------
+
+
+def acs3_canonical_request(
+    method: str,
+    path: str,
+    query: Iterable[tuple[str, str]],
+    headers: Mapping[str, str],
+    signed_headers: Iterable[str],
+    payload_sha256: str,
+) -> str:
+    """`headers` maps lower-case names to values; every signed header must be in it."""
+    names = sorted(h.lower() for h in signed_headers)
+    canonical_headers = "".join(f"{n}:{headers[n].strip()}\n" for n in names)
+    return "\n".join(
+        (
+            method.upper(),
+            path or "/",
+            canonical_query(query),
+            canonical_headers,
+            ";".join(names),
+            payload_sha256,
+        )
+    )
+
+
+def acs3_string_to_sign(canonical_request: str) -> str:
+    return f"{ACS3}\n{hashlib.sha256(canonical_request.encode()).hexdigest()}"
+
+
+def acs3_signature(secret: str, canonical_request: str) -> str:
+    string_to_sign = acs3_string_to_sign(canonical_request)
+    return hmac.new(secret.encode(), string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def parse_acs3_authorization(value: str) -> dict[str, str] | None:
+    """`ACS3-HMAC-SHA256 Credential=..,SignedHeaders=..,Signature=..` as a dict, or None."""
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme != ACS3:
+        return None
+    fields: dict[str, str] = {}
+    for part in rest.split(","):
+        name, sep, val = part.strip().partition("=")
+        if not sep:
+            return None
+        fields[name] = val
+    if not {"Credential", "SignedHeaders", "Signature"} <= fields.keys():
+        return None
+    return fields
+
+
+def sign_acs3_headers(
+    key_id: str,
+    secret: str,
+    method: str,
+    path: str,
+    query: list[tuple[str, str]],
+    headers: dict[str, str],
+    body: bytes,
+) -> dict[str, str]:
+    """Add x-acs-content-sha256 and Authorization to `headers` (lower-case names)."""
+    headers["x-acs-content-sha256"] = hashlib.sha256(body).hexdigest()
+    signed = sorted(n for n in headers if n.startswith("x-acs-") or n in ("host", "content-type"))
+    canonical = acs3_canonical_request(
+        method, path, query, headers, signed, headers["x-acs-content-sha256"]
+    )
+    signature = acs3_signature(secret, canonical)
+    headers["authorization"] = (
+        f"{ACS3} Credential={key_id},SignedHeaders={';'.join(signed)},Signature={signature}"
+    )
+    return headers

@@ -27,7 +27,7 @@ def _is_word(ch: str) -> bool:
 @lru_cache(maxsize=4096)
 def normalize(text: str) -> str:
     """The matching form of `text` (see the file header)."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
     out: list[str] = []
     pending_space = False
     for ch in folded:
@@ -39,7 +39,9 @@ def normalize(text: str) -> str:
             out.append(" ")
         pending_space = False
         out.append(ch)
-    return "".join(out)
+    # Dropping a spacing mark can leave a combining one next to a letter;
+    # compose again so that normalising twice changes nothing.
+    return unicodedata.normalize("NFC", "".join(out))
 
 
 def occurs(phrase: str, text: str) -> bool:

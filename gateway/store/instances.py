@@ -14,7 +14,7 @@ from typing import Any, Literal
 from gateway.bots.rules import RulesBot, build_rules_bot
 from gateway.dialogue.config import ConfigProblem, NavigationConfig, Reader, parse_navigation
 
-MAX_CONCURRENCY = 10_000
+MAX_CONCURRENCY = 100_000
 Status = Literal["Published", "Disabled"]
 
 

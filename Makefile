@@ -1,0 +1,50 @@
+# make run   - create .venv, install the gateway, serve the demo on 127.0.0.1:8080
+# make test  - create .venv with the dev extras, run the test suite
+# make bench - run the per-turn benchmark (see bench/README.md)
+# make lint  - ruff and mypy
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= config/gateway.toml
+
+.PHONY: run test bench lint clean
+
+# A fresh Debian may lack the venv module (package python3-venv); install it
+# when we can (root with apt), otherwise say what is missing.
+$(BIN)/python:
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+	  else echo "Python's venv module is missing: install python3-venv" >&2; exit 1; fi; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@ $(VENV)/.run
+
+run: $(VENV)/.run
+	@echo
+	@echo "Start a dialogue on the demo instance (signed with the demo key) from another shell:"
+	@echo '  curl -s "$$($(BIN)/ivr-gateway url Action=BeginDialogue InstanceId=demo ConversationId=call-$$(date +%s) CallingNumber=13800000000)"'
+	@echo
+	$(BIN)/python -m gateway serve --config $(CONFIG)
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check gateway adapters tests bench
+	$(BIN)/ruff format --check gateway adapters tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -37,7 +37,10 @@ async def _plain(send: Send, status: int, content_type: bytes, body: bytes) -> N
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -80,7 +83,9 @@ class Gateway:
         if kind == "http":
             handler = self.routes.get(scope["path"])
             if handler is None:
-                body = orjson.dumps({"Code": "NotFound", "Message": f"No route for {scope['path']}."})
+                body = orjson.dumps(
+                    {"Code": "NotFound", "Message": f"No route for {scope['path']}."}
+                )
                 await _plain(send, 404, b"application/json", body)
                 return
             await handler(scope, receive, send)

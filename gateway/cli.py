@@ -12,10 +12,10 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from gateway.errors import ConfigError
-from gateway.net.signing import rpc_v1_signature
+from gateway.net.signing import percent_encode, rpc_v1_signature
 from gateway.settings import Settings, config_path, load_instances, load_settings
 
 
@@ -56,7 +56,7 @@ def signed_url(settings: Settings, host: str, port: int, pairs: Sequence[str]) -
         params[name] = value
     base = f"http://{host}:{port}/"
     if not settings.auth_enabled:
-        return base + "?" + urlencode(params)
+        return base + "?" + urlencode(params, quote_via=quote)
     key = next((k for k in settings.access_keys if k.policy == "full"), settings.access_keys[0])
     params.update(
         AccessKeyId=key.id,
@@ -66,13 +66,9 @@ def signed_url(settings: Settings, host: str, port: int, pairs: Sequence[str]) -
         Timestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     params["Signature"] = rpc_v1_signature(key.secret, "GET", params)
-    return base + "?" + urlencode(params, quote_via=_quote)
-
-
-def _quote(value: str, safe: str = "", encoding: str | None = None, errors: str | None = None) -> str:
-    from gateway.net.signing import percent_encode
-
-    return percent_encode(value)
+    return (
+        base + "?" + "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in params.items())
+    )
 
 
 def url(args: argparse.Namespace) -> int:
@@ -87,13 +83,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the gateway")
-    p.add_argument("--config", help="gateway.toml (default: $GATEWAY_CONFIG or config/gateway.toml)")
+    p.add_argument(
+        "--config", help="gateway.toml (default: $GATEWAY_CONFIG or config/gateway.toml)"
+    )
     p.add_argument("--host", help="listen address (default: server.host)")
     p.add_argument("--port", type=int, help="listen port (default: server.port)")
     p.set_defaults(func=serve)
 
     u = sub.add_parser("url", help="print a signed RPC URL for NAME=VALUE parameters")
-    u.add_argument("--config", help="gateway.toml (default: $GATEWAY_CONFIG or config/gateway.toml)")
+    u.add_argument(
+        "--config", help="gateway.toml (default: $GATEWAY_CONFIG or config/gateway.toml)"
+    )
     u.add_argument("params", nargs="+", metavar="NAME=VALUE")
     u.set_defaults(func=url)
 

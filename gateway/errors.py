@@ -28,7 +28,8 @@ class GatewayError(Exception):
         super().__init__(self.message)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(code={self.code!r}, status={self.status}, message={self.message!r})"
+        name = type(self).__name__
+        return f"{name}(code={self.code!r}, status={self.status}, message={self.message!r})"
 
 
 class InternalServerError(GatewayError):

@@ -39,7 +39,8 @@ class Settings:
 
     def __repr__(self) -> str:
         keys = [k.id for k in self.access_keys]
-        return f"Settings(path={str(self.path)!r}, {self.host}:{self.port}, auth={self.auth_enabled}, keys={keys})"
+        where = f"{self.host}:{self.port}"
+        return f"Settings(path={str(self.path)!r}, {where}, auth={self.auth_enabled}, keys={keys})"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -136,12 +137,10 @@ def load_instances(directory: Path) -> list[Instance]:
             instance = parse_instance(data)
         except ConfigProblem as exc:
             raise ConfigError(str(file), exc.key, exc.problem) from None
-        if instance.instance_id in where:
-            raise ConfigError(
-                str(file),
-                "InstanceId",
-                f"duplicate InstanceId {instance.instance_id!r} (also in {where[instance.instance_id]})",
-            )
+        other = where.get(instance.instance_id)
+        if other is not None:
+            problem = f"duplicate InstanceId {instance.instance_id!r} (also in {other})"
+            raise ConfigError(str(file), "InstanceId", problem)
         where[instance.instance_id] = file
         instances.append(instance)
     return instances

@@ -94,7 +94,16 @@ class GatewayProcess:
         self.log_path = log
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(self.port),
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -201,7 +210,9 @@ class Client:
             "POST", "/", encoded.encode(), {"Content-Type": "application/x-www-form-urlencoded"}
         )
 
-    def call_acs3(self, action: str, params: Mapping[str, str], **header_overrides: str) -> Response:
+    def call_acs3(
+        self, action: str, params: Mapping[str, str], **header_overrides: str
+    ) -> Response:
         """ACS3-HMAC-SHA256: parameters in the query (spaces as '+'), action in a header."""
         query = list(params.items())
         headers = {
@@ -247,4 +258,3 @@ def sha256_hex(data: bytes) -> str:
 
 
 __all__ = ["Client", "GatewayProcess", "Response", "conversation_id", "free_port", "write_config"]
-

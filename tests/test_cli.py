@@ -30,15 +30,34 @@ def test_invalid_config_exits_with_file_key_and_problem(tmp_path: Path) -> None:
 def test_gateway_config_environment_names_the_file(tmp_path: Path) -> None:
     env = {**os.environ, "GATEWAY_CONFIG": str(tmp_path / "missing.toml")}
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway", "serve"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=30
+        [sys.executable, "-m", "gateway", "serve"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=30,
     )
-    assert proc.returncode == 2 and "missing.toml" in proc.stderr and "file not found" in proc.stderr
+    assert (
+        proc.returncode == 2 and "missing.toml" in proc.stderr and "file not found" in proc.stderr
+    )
 
 
 def test_url_prints_a_signed_url_the_gateway_accepts(tmp_path: Path, capsys: object) -> None:
     config = write_config(tmp_path)
-    assert main(["url", "--config", str(config), "Action=BeginDialogue", "InstanceId=demo",
-                 "ConversationId=cli-1", "CallingNumber=1"]) == 0
+    assert (
+        main(
+            [
+                "url",
+                "--config",
+                str(config),
+                "Action=BeginDialogue",
+                "InstanceId=demo",
+                "ConversationId=cli-1",
+                "CallingNumber=1",
+            ]
+        )
+        == 0
+    )
     url = capsys.readouterr().out.strip()  # type: ignore[attr-defined]
     params = dict(parse_qsl(urlsplit(url).query))
     assert params["Signature"] == rpc_v1_signature(SECRET, "GET", params)

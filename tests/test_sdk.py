@@ -98,7 +98,10 @@ def test_tea_sdk_drives_a_whole_conversation(gateway: GatewayProcess) -> None:
 
     greeting = client.begin_dialogue(
         models.BeginDialogueRequest(
-            calling_number="13800000000", called_number="95555", initial_context='{"balance": 7}', **ids
+            calling_number="13800000000",
+            called_number="95555",
+            initial_context='{"balance": 7}',
+            **ids,
         )
     ).body
     assert greeting.action == "Broadcast" and greeting.text_response.startswith("您好")
@@ -127,5 +130,9 @@ def test_tea_sdk_drives_a_whole_conversation(gateway: GatewayProcess) -> None:
     assert exc.value.status_code == 404
 
     with pytest.raises(ClientException) as exc:
-        client.begin_dialogue(models.BeginDialogueRequest(calling_number="1", instance_id="ghost", conversation_id="x"))
+        client.begin_dialogue(
+            models.BeginDialogueRequest(
+                calling_number="1", instance_id="ghost", conversation_id="x"
+            )
+        )
     assert exc.value.code == "InvalidInstanceId.NotFound"

@@ -31,14 +31,20 @@ def test_config_path_prefers_flag_then_environment(monkeypatch: pytest.MonkeyPat
         ('[sessions]\nidle_timeout_seconds = "soon"', "sessions.idle_timeout_seconds", "integer"),
         ('[server]\nlog_level = "loud"', "server.log_level", "must be one of"),
         ('[[access_keys]]\nid = "demo-key"\nsecret = "x"', "access_keys[2].id", "duplicate"),
-        ('[[access_keys]]\nid = "k"\nsecret = "s"\npolicy = "admin"', "access_keys[2].policy", "full or read-only"),
+        (
+            '[[access_keys]]\nid = "k"\nsecret = "s"\npolicy = "admin"',
+            "access_keys[2].policy",
+            "full or read-only",
+        ),
     ],
 )
 def test_invalid_gateway_config_names_file_key_and_problem(
     tmp_path: Path, extra: str, key: str, problem: str
 ) -> None:
     config = write_config(tmp_path)
-    text = config.read_text().replace('[server]\nhost = "127.0.0.1"\nport = 8080\nlog_level = "debug"\n', "")
+    text = config.read_text().replace(
+        '[server]\nhost = "127.0.0.1"\nport = 8080\nlog_level = "debug"\n', ""
+    )
     config.write_text(text + "\n" + extra + "\n")
     with pytest.raises(ConfigError) as exc:
         load_settings(config)
@@ -57,7 +63,9 @@ def test_invalid_instance_file_is_named(tmp_path: Path) -> None:
 
 def test_duplicate_instance_ids_are_refused(tmp_path: Path) -> None:
     write_config(tmp_path)
-    (tmp_path / "instances" / "copy.toml").write_text((tmp_path / "instances" / "demo.toml").read_text())
+    (tmp_path / "instances" / "copy.toml").write_text(
+        (tmp_path / "instances" / "demo.toml").read_text()
+    )
     with pytest.raises(ConfigError, match="duplicate InstanceId 'demo'"):
         load_instances(tmp_path / "instances")
 

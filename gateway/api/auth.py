@@ -108,7 +108,9 @@ class NonceCache:
         return len(self._seen)
 
     def __repr__(self) -> str:
-        return f"NonceCache(entries={len(self._seen)}, window={self.window}, max={self.max_entries})"
+        return (
+            f"NonceCache(entries={len(self._seen)}, window={self.window}, max={self.max_entries})"
+        )
 
 
 class Authenticator:
@@ -177,7 +179,9 @@ class Authenticator:
         if not hmac.compare_digest(payload, headers["x-acs-content-sha256"].lower()):
             raise errors.SignatureDoesNotMatch("x-acs-content-sha256 does not match the body.")
         canonical = signing.acs3_canonical_request(method, path, query, headers, signed, payload)
-        if not hmac.compare_digest(signing.acs3_signature(key.secret, canonical), fields["Signature"]):
+        if not hmac.compare_digest(
+            signing.acs3_signature(key.secret, canonical), fields["Signature"]
+        ):
             raise _mismatch(signing.acs3_string_to_sign(canonical))
         self._fresh(key, headers["x-acs-date"], headers["x-acs-signature-nonce"], now)
         return key

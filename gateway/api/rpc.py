@@ -265,7 +265,9 @@ class RpcApi:
             return
         except Exception:
             log.exception("rpc handler failed", extra={"fields": {"request_id": request_id}})
-            await self._error(send, fmt, request_id, errors.InternalServerError(), operation, started)
+            await self._error(
+                send, fmt, request_id, errors.InternalServerError(), operation, started
+            )
             return
 
         reply = result.reply
@@ -332,10 +334,13 @@ class RpcApi:
     ) -> None:
         self.metrics.count_error(exc.code)
         if operation:
-            self.metrics.observe_turn(
-                operation, self.front, "error", time.perf_counter() - started
-            )
-        body = {"RequestId": request_id, "HostId": HOST_ID, "Code": exc.code, "Message": exc.message}
+            self.metrics.observe_turn(operation, self.front, "error", time.perf_counter() - started)
+        body = {
+            "RequestId": request_id,
+            "HostId": HOST_ID,
+            "Code": exc.code,
+            "Message": exc.message,
+        }
         log.info(
             "rejected",
             extra={"fields": {"request_id": request_id, "code": exc.code, "status": exc.status}},

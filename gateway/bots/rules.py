@@ -137,12 +137,11 @@ class RulesBot:
 def _outcome(r: Reader, menus: Mapping[str, Any] | None = None) -> Outcome:
     action = r.action("action", Action.BROADCAST.value)
     menu = r.data.get("menu")
-    if menu is not None:
-        if not isinstance(menu, str) or menus is None or menu not in menus:
-            raise ConfigProblem(r.key("menu"), f"names no menu in bot.menus: {menu!r}")
+    if menu is not None and (not isinstance(menu, str) or menus is None or menu not in menus):
+        raise ConfigProblem(r.key("menu"), f"names no menu in bot.menus: {menu!r}")
     default_text: str | None = None
-    if menu is not None:
-        default_text = Reader(menus[menu], "").text("prompt", "")  # type: ignore[index]
+    if menu is not None and menus is not None:
+        default_text = Reader(menus[menu], "").text("prompt", "")
     elif action is not Action.BROADCAST:
         default_text = ""
     text = r.text("answer", default_text)
@@ -171,7 +170,7 @@ def build_rules_bot(data: Mapping[str, Any], prefix: str = "bot") -> RulesBot:
         raise ConfigProblem(root.key("menus"), "must be a table of menus")
 
     menus: dict[str, Menu] = {}
-    for name, table in raw_menus.items():
+    for name in raw_menus:
         m = root.table("menus").table(name)
         options_table = m.table("options", required=False)
         options: dict[str, Outcome] = {}
@@ -207,7 +206,9 @@ def build_rules_bot(data: Mapping[str, Any], prefix: str = "bot") -> RulesBot:
             try:
                 patterns.append(re.compile(source))
             except re.error as exc:
-                raise ConfigProblem(f"{r.key('patterns')}[{i}]", f"bad regular expression: {exc}") from None
+                raise ConfigProblem(
+                    f"{r.key('patterns')}[{i}]", f"bad regular expression: {exc}"
+                ) from None
         intent_examples = r.phrases("examples")
         keywords = r.phrases("keywords")
         if not (intent_examples or keywords or patterns):

@@ -137,7 +137,9 @@ class Reader:
             raise ConfigProblem(self.key(name), "must be a table")
         return Reader(value, self.key(name))
 
-    def text(self, name: str, default: str | None = None, *, max_len: int = MAX_PROMPT_CHARS) -> str:
+    def text(
+        self, name: str, default: str | None = None, *, max_len: int = MAX_PROMPT_CHARS
+    ) -> str:
         value = self.data.get(name, default)
         if value is None:
             raise ConfigProblem(self.key(name), "missing")
@@ -179,7 +181,9 @@ class Reader:
             return ACTIONS[value]
         except KeyError:
             choices = ", ".join(ACTIONS)
-            raise ConfigProblem(self.key(name), f"must be one of {choices}, got {value!r}") from None
+            raise ConfigProblem(
+                self.key(name), f"must be one of {choices}, got {value!r}"
+            ) from None
 
     def action_params(self, name: str) -> str:
         return parse_action_params(self.data.get(name), self.key(name))
@@ -295,4 +299,6 @@ def parse_navigation(data: Mapping[str, Any], prefix: str = "") -> NavigationCon
         speech_rate=t.integer("SpeechRate", -500, 500, 0),
     )
 
-    return NavigationConfig(greeting, unrecognizing, repeating, asking_back, silence, complaining, tts)
+    return NavigationConfig(
+        greeting, unrecognizing, repeating, asking_back, silence, complaining, tts
+    )

@@ -148,7 +148,11 @@ def handle(cfg: NavigationConfig, state: DialogueState, op: Dialogue | Collected
         return _done(state, reply, "complaint", unrecognized=0, asking_back=False)
 
     a = cfg.asking_back
-    if state.asking_back and a.enable_negative_feedback and a.negative_feedback_phrases.matches(text):
+    if (
+        state.asking_back
+        and a.enable_negative_feedback
+        and a.negative_feedback_phrases.matches(text)
+    ):
         reply = _reply(
             cfg,
             state,
@@ -186,9 +190,7 @@ def resume(cfg: NavigationConfig, step: AskBot, answer: BotAnswer | None) -> Don
     if answer is None:
         return _unrecognized(cfg, state)
     asking_back = (
-        cfg.asking_back.enabled
-        and answer.action is Action.BROADCAST
-        and not answer.expects_input
+        cfg.asking_back.enabled and answer.action is Action.BROADCAST and not answer.expects_input
     )
     reply = _answer_reply(cfg, state, answer, asking_back)
     return _done(state, reply, "answer", unrecognized=0, asking_back=asking_back)
@@ -220,9 +222,7 @@ def silence(cfg: NavigationConfig, state: DialogueState, op: SilenceTimeout) -> 
     An asking-back question stays pending through a silence: the caller may
     still answer it.
     """
-    state = replace(
-        state, turn=state.turn + 1, variables=_merge(state.variables, op.variables)
-    )
+    state = replace(state, turn=state.turn + 1, variables=_merge(state.variables, op.variables))
     s = cfg.silence_timeout
     count = state.silences + 1
     if count >= s.threshold:

@@ -29,7 +29,9 @@ class Instance:
     bot: RulesBot
 
     def __repr__(self) -> str:
-        return f"Instance(id={self.instance_id!r}, name={self.name!r}, concurrency={self.concurrency})"
+        return (
+            f"Instance(id={self.instance_id!r}, name={self.name!r}, concurrency={self.concurrency})"
+        )
 
 
 def parse_instance(data: Mapping[str, Any]) -> Instance:

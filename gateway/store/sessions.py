@@ -21,7 +21,7 @@ Key = tuple[str, str]
 
 
 class Session:
-    __slots__ = ("calling", "called", "debug", "instance", "key", "last_seen", "started", "state")
+    __slots__ = ("called", "calling", "debug", "instance", "key", "last_seen", "started", "state")
 
     def __init__(
         self,

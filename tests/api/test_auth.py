@@ -48,7 +48,9 @@ def test_authenticator_rejects_unknown_key_and_repr_hides_secret() -> None:
     key = AccessKey("id1", "very-secret", "full", "u")
     auth = Authenticator({"id1": key}, 900, 1000)
     with pytest.raises(errors.AccessKeyNotFound):
-        auth.verify_rpc_v1("GET", {"AccessKeyId": "nope", "Signature": "x", "SignatureMethod": "HMAC-SHA1"}, 0)
+        auth.verify_rpc_v1(
+            "GET", {"AccessKeyId": "nope", "Signature": "x", "SignatureMethod": "HMAC-SHA1"}, 0
+        )
     with pytest.raises(errors.IncompleteSignature):
         auth.verify_rpc_v1("GET", {"AccessKeyId": "id1"}, 0)
     assert "very-secret" not in repr(key) + repr(auth)

@@ -30,7 +30,9 @@ BOT_TABLE = {
 }
 
 
-def ask(text: str, kind: str = "utterance", state: str = "", variables: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def ask(
+    text: str, kind: str = "utterance", state: str = "", variables: dict[str, str] | None = None
+):  # type: ignore[no-untyped-def]
     bot = build_rules_bot(BOT_TABLE)
     return bot.answer(BotQuery(kind, text, normalize(text), variables or {}, state, 1))  # type: ignore[arg-type]
 
@@ -71,9 +73,15 @@ def test_intent_query_names_the_intent() -> None:
         ({"root_menu": "nope"}, "bot.root_menu"),
         ({"intents": [{"name": "x", "answer": "y"}]}, "needs examples, keywords or patterns"),
         ({"intents": [{"name": "x", "patterns": ["("], "answer": "y"}]}, "bad regular expression"),
-        ({"intents": [{"name": "x", "keywords": ["a"], "answer": "y", "menu": "ghost"}]}, "names no menu"),
+        (
+            {"intents": [{"name": "x", "keywords": ["a"], "answer": "y", "menu": "ghost"}]},
+            "names no menu",
+        ),
         ({"menus": {"main": {"options": {"12x": {"answer": "a"}}}}}, r"0-9, \* and #"),
-        ({"intents": [{"name": "x", "keywords": ["a"], "answer": "y", "action": "Dance"}]}, "must be one of"),
+        (
+            {"intents": [{"name": "x", "keywords": ["a"], "answer": "y", "action": "Dance"}]},
+            "must be one of",
+        ),
     ],
 )
 def test_invalid_bot_config_is_named(change: dict[str, object], message: str) -> None:

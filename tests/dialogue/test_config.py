@@ -27,13 +27,38 @@ def test_demo_navigation_parses_with_seed_field_names() -> None:
 @pytest.mark.parametrize(
     ("path", "value", "key", "problem"),
     [
-        (("UnrecognizingConfig", "Threshold"), 0, "UnrecognizingConfig.Threshold", "between 1 and 100"),
+        (
+            ("UnrecognizingConfig", "Threshold"),
+            0,
+            "UnrecognizingConfig.Threshold",
+            "between 1 and 100",
+        ),
         (("UnrecognizingConfig", "Threshold"), "three", "UnrecognizingConfig.Threshold", "integer"),
-        (("SilenceTimeoutConfig", "FinalAction"), "Explode", "SilenceTimeoutConfig.FinalAction", "one of"),
-        (("ComplainingConfig", "ActionParams"), "[1]", "ComplainingConfig.ActionParams", "JSON object"),
-        (("ComplainingConfig", "ActionParams"), "{nope", "ComplainingConfig.ActionParams", "not valid JSON"),
+        (
+            ("SilenceTimeoutConfig", "FinalAction"),
+            "Explode",
+            "SilenceTimeoutConfig.FinalAction",
+            "one of",
+        ),
+        (
+            ("ComplainingConfig", "ActionParams"),
+            "[1]",
+            "ComplainingConfig.ActionParams",
+            "JSON object",
+        ),
+        (
+            ("ComplainingConfig", "ActionParams"),
+            "{nope",
+            "ComplainingConfig.ActionParams",
+            "not valid JSON",
+        ),
         (("GreetingConfig", "GreetingWords"), "  ", "GreetingConfig.GreetingWords", "empty"),
-        (("RepeatingConfig", "Utterances"), "again", "RepeatingConfig.Utterances", "list of strings"),
+        (
+            ("RepeatingConfig", "Utterances"),
+            "again",
+            "RepeatingConfig.Utterances",
+            "list of strings",
+        ),
         (("AskingBackConfig", "Enabled"), "maybe", "AskingBackConfig.Enabled", "true or false"),
     ],
 )

@@ -161,7 +161,9 @@ def test_greeting_from_bot_intent_falls_back_to_greeting_words() -> None:
     cfg = parse_navigation(data)
     step = navigator.begin(cfg, BeginDialogue("1"))
     assert isinstance(step, AskBot)
-    assert navigator.resume(cfg, step, BOT.answer(step.query)).reply.text.startswith("我们的营业时间")
+    assert navigator.resume(cfg, step, BOT.answer(step.query)).reply.text.startswith(
+        "我们的营业时间"
+    )
     assert navigator.resume(cfg, step, None).reply.text == "fallback greeting"
 
 
@@ -221,8 +223,13 @@ def test_threshold_silences_always_reach_the_final_action(ops: list[Any]) -> Non
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(OPS, max_size=20), st.lists(st.sampled_from(["zzz", "qq rr", "？", "9 9"]), min_size=3, max_size=3))
-def test_threshold_non_matches_always_reach_the_final_action(ops: list[Any], misses: list[str]) -> None:
+@given(
+    st.lists(OPS, max_size=20),
+    st.lists(st.sampled_from(["zzz", "qq rr", "？", "9 9"]), min_size=3, max_size=3),
+)
+def test_threshold_non_matches_always_reach_the_final_action(
+    ops: list[Any], misses: list[str]
+) -> None:
     state = begin().state
     for op in ops:
         state = apply(state, op).state

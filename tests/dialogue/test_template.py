@@ -17,4 +17,7 @@ def test_plain_template_renders_itself() -> None:
 
 
 def test_escaped_placeholder_is_literal() -> None:
-    assert compile_template("cost $${price} is ${price}").render({"price": "3"}) == "cost ${price} is 3"
+    assert (
+        compile_template("cost $${price} is ${price}").render({"price": "3"})
+        == "cost ${price} is 3"
+    )

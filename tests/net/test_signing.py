@@ -43,7 +43,12 @@ def test_rpc_v1_ignores_signature_param_and_encodes_rfc3986() -> None:
 def test_acs3_canonical_request_shape_and_signature() -> None:
     headers = {"host": "h", "x-acs-action": "Dialogue", "x-acs-date": "2026-01-01T00:00:00Z"}
     canonical = acs3_canonical_request(
-        "POST", "/", [("Utterance", "a b"), ("InstanceId", "i")], headers, ["x-acs-date", "host", "x-acs-action"], "e3b0"
+        "POST",
+        "/",
+        [("Utterance", "a b"), ("InstanceId", "i")],
+        headers,
+        ["x-acs-date", "host", "x-acs-action"],
+        "e3b0",
     )
     assert canonical == (
         "POST\n/\nInstanceId=i&Utterance=a%20b\n"
@@ -55,7 +60,9 @@ def test_acs3_canonical_request_shape_and_signature() -> None:
 
 
 def test_parse_acs3_authorization() -> None:
-    parsed = parse_acs3_authorization("ACS3-HMAC-SHA256 Credential=k,SignedHeaders=a;b,Signature=ff")
+    parsed = parse_acs3_authorization(
+        "ACS3-HMAC-SHA256 Credential=k,SignedHeaders=a;b,Signature=ff"
+    )
     assert parsed == {"Credential": "k", "SignedHeaders": "a;b", "Signature": "ff"}
     assert parse_acs3_authorization("Bearer x") is None
     assert parse_acs3_authorization("ACS3-HMAC-SHA256 Credential=k") is None

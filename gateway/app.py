@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import orjson
 
 from gateway.api.auth import Authenticator
 from gateway.api.rpc import RpcApi
+from gateway.asgi import ASGIApp, Receive, Scope, Send, respond
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.services.local import LocalDialogueService
 from gateway.settings import Settings
@@ -25,25 +24,6 @@ from gateway.store.instances import Instance, InstanceRegistry
 from gateway.store.sessions import SessionStore
 
 log = logging.getLogger("gateway.app")
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-async def _plain(send: Send, status: int, content_type: bytes, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class Gateway:
@@ -86,7 +66,7 @@ class Gateway:
                 body = orjson.dumps(
                     {"Code": "NotFound", "Message": f"No route for {scope['path']}."}
                 )
-                await _plain(send, 404, b"application/json", body)
+                await respond(send, 404, b"application/json", body)
                 return
             await handler(scope, receive, send)
         elif kind == "lifespan":
@@ -94,17 +74,17 @@ class Gateway:
         # Websocket routes arrive with their adapters; until then none is served.
 
     async def _healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _plain(send, 200, b"application/json", b'{"status":"alive"}')
+        await respond(send, 200, b"application/json", b'{"status":"alive"}')
 
     async def _readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.ready:
             body = orjson.dumps({"status": "ready", "instances": len(self.instances)})
-            await _plain(send, 200, b"application/json", body)
+            await respond(send, 200, b"application/json", body)
         else:
-            await _plain(send, 503, b"application/json", b'{"status":"starting"}')
+            await respond(send, 503, b"application/json", b'{"status":"starting"}')
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _plain(send, 200, CONTENT_TYPE.encode(), self.metrics.exposition())
+        await respond(send, 200, CONTENT_TYPE.encode(), self.metrics.exposition())
 
     async def _sweep(self) -> None:
         while True:

@@ -27,6 +27,7 @@ import orjson
 from gateway import errors
 from gateway.api import formats
 from gateway.api.auth import Authenticator
+from gateway.asgi import Receive, Scope, Send, respond
 from gateway.dialogue.operations import (
     EMPTY_VARS,
     BeginDialogue,
@@ -55,9 +56,6 @@ MAX_CONTEXT_KEYS = 64
 MAX_CONTEXT_KEY_CHARS = 64
 _DTMF = frozenset("0123456789*#ABCDabcd")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 Service = Callable[[str, str, Operation, bool], Awaitable[TurnResult]]
 Params = Mapping[str, str]
 
@@ -302,7 +300,7 @@ class RpcApi:
                     }
                 },
             )
-        await _respond(send, 200, content_type, payload)
+        await respond(send, 200, content_type, payload)
 
     async def _body(self, receive: Receive, headers: Mapping[str, str]) -> bytes:
         declared = headers.get("content-length")
@@ -346,21 +344,7 @@ class RpcApi:
             extra={"fields": {"request_id": request_id, "code": exc.code, "status": exc.status}},
         )
         content_type, payload = formats.render_error(fmt, body)
-        await _respond(send, exc.status, content_type, payload)
+        await respond(send, exc.status, content_type, payload)
 
     def __repr__(self) -> str:
         return f"RpcApi(auth={self.auth is not None}, max_body={self.max_body})"
-
-
-async def _respond(send: Send, status: int, content_type: bytes, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

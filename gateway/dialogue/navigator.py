@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from gateway.dialogue.bot import BotAnswer, BotQuery
-from gateway.dialogue.config import NavigationConfig
+from gateway.dialogue.config import NavigationConfig, SilenceTimeoutConfig, UnrecognizingConfig
 from gateway.dialogue.matching import normalize
 from gateway.dialogue.operations import (
     EMPTY_VARS,
@@ -206,13 +206,26 @@ def _answer_reply(
     return _reply(cfg, state, text, answer.action, answer.action_params, answer.interruptible)
 
 
+def _miss(
+    cfg: NavigationConfig,
+    state: DialogueState,
+    rule: UnrecognizingConfig | SilenceTimeoutConfig,
+    count: int,
+) -> tuple[Reply, bool]:
+    """The reply to one more miss, and whether it reached the threshold."""
+    if count >= rule.threshold:
+        final = _reply(
+            cfg, state, rule.final_prompt, rule.final_action, rule.final_action_params, False
+        )
+        return final, True
+    return _reply(cfg, state, rule.prompt, Action.BROADCAST, "{}", True), False
+
+
 def _unrecognized(cfg: NavigationConfig, state: DialogueState) -> Done:
-    u = cfg.unrecognizing
     count = state.unrecognized + 1
-    if count >= u.threshold:
-        reply = _reply(cfg, state, u.final_prompt, u.final_action, u.final_action_params, False)
+    reply, final = _miss(cfg, state, cfg.unrecognizing, count)
+    if final:
         return _done(state, reply, "unrecognized_final", unrecognized=0, asking_back=False)
-    reply = _reply(cfg, state, u.prompt, Action.BROADCAST, "{}", True)
     return _done(state, reply, "unrecognized", unrecognized=count, asking_back=False)
 
 
@@ -223,10 +236,8 @@ def silence(cfg: NavigationConfig, state: DialogueState, op: SilenceTimeout) -> 
     still answer it.
     """
     state = replace(state, turn=state.turn + 1, variables=_merge(state.variables, op.variables))
-    s = cfg.silence_timeout
     count = state.silences + 1
-    if count >= s.threshold:
-        reply = _reply(cfg, state, s.final_prompt, s.final_action, s.final_action_params, False)
+    reply, final = _miss(cfg, state, cfg.silence_timeout, count)
+    if final:
         return _done(state, reply, "silence_final", silences=0, asking_back=False)
-    reply = _reply(cfg, state, s.prompt, Action.BROADCAST, "{}", True)
     return _done(state, reply, "silence", silences=count)

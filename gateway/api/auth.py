@@ -25,6 +25,7 @@ import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from gateway import errors
@@ -48,6 +49,7 @@ class AccessKey:
         return f"AccessKey(id={self.id!r}, policy={self.policy!r}, user={self.user!r})"
 
 
+@lru_cache(maxsize=256)
 def parse_timestamp(value: str) -> float:
     """`YYYY-MM-DDThh:mm:ss[.fff]Z` (UTC) as POSIX seconds."""
     m = _TIMESTAMP.fullmatch(value)
@@ -135,7 +137,15 @@ class Authenticator:
             raise errors.IncompleteSignature("SignatureNonce is missing or too long.")
         self.nonces.check_and_add(key.id, nonce, ts, now)
 
-    def verify_rpc_v1(self, method: str, params: Mapping[str, str], now: float) -> AccessKey:
+    def verify_rpc_v1(
+        self,
+        method: str,
+        params: Mapping[str, str],
+        now: float,
+        encoded: list[tuple[str, str]] | None = None,
+    ) -> AccessKey:
+        """`encoded`: the parameters in RFC 3986 form, Signature excluded, if
+        the caller has them (see gateway.api.query); else built from `params`."""
         signature = params.get("Signature")
         key_id = params.get("AccessKeyId")
         if not signature or not key_id:
@@ -145,10 +155,14 @@ class Authenticator:
         if params.get("SignatureVersion", "1.0") != "1.0":
             raise errors.IncompleteSignature("SignatureVersion must be 1.0.")
         key = self._key(key_id)
-        expected = signing.rpc_v1_signature(key.secret, method, params)
+        if encoded is None:
+            string_to_sign = signing.rpc_v1_string_to_sign(method, params)
+        else:
+            string_to_sign = signing.rpc_v1_string_to_sign_encoded(method, encoded)
+        expected = signing.rpc_v1_sign(key.secret, string_to_sign)
         # A '+' in an unencoded signature arrives as a space after form decoding.
         if not hmac.compare_digest(expected, signature.replace(" ", "+")):
-            raise _mismatch(signing.rpc_v1_string_to_sign(method, params))
+            raise _mismatch(string_to_sign)
         self._fresh(key, params.get("Timestamp", ""), params.get("SignatureNonce", ""), now)
         return key
 

@@ -20,12 +20,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 import orjson
 
 from gateway import errors
-from gateway.api import formats
+from gateway.api import formats, query
 from gateway.api.auth import Authenticator
 from gateway.asgi import Receive, Scope, Send, respond
 from gateway.dialogue.operations import (
@@ -167,20 +166,14 @@ DIALOGUE_ACTIONS: Mapping[str, DialogueAction] = {
 
 
 def _headers(scope: Scope) -> dict[str, str]:
+    # ASGI servers give header names in lower case.
     out: dict[str, str] = {}
     for name, value in scope["headers"]:
-        n = name.decode("latin-1").lower()
+        n = name.decode("latin-1")
         v = value.decode("latin-1")
         # Repeated headers are joined, sorted, as the ACS3 canonical form wants.
         out[n] = ",".join(sorted((out[n], v))) if n in out else v
     return out
-
-
-def _parse_qs(raw: bytes, what: str) -> list[tuple[str, str]]:
-    try:
-        return parse_qsl(raw.decode("ascii"), keep_blank_values=True, errors="strict")
-    except (UnicodeDecodeError, ValueError):
-        raise errors.InvalidParameter(f"The {what} is not valid percent-encoded UTF-8.") from None
 
 
 class RpcApi:
@@ -217,12 +210,12 @@ class RpcApi:
                 )
             headers = _headers(scope)
             body = await self._body(receive, headers)
-            query = _parse_qs(scope["query_string"], "query string")
-            params = dict(query)
+            pairs = query.parse(scope["query_string"], "query string")
             if body and headers.get("content-type", "").startswith(
                 "application/x-www-form-urlencoded"
             ):
-                params.update(_parse_qs(body, "form body"))
+                pairs += query.parse(body, "form body")
+            params = {p[0]: p[1] for p in pairs}
 
             f = params.get("Format", "JSON").upper()
             if f not in ("JSON", "XML"):
@@ -233,11 +226,14 @@ class RpcApi:
             if self.auth is not None:
                 now = self.clock()
                 if "authorization" in headers:
+                    # ACS3 signs the query string only; the body goes in by its hash.
+                    url_query = [(p[0], p[1]) for p in query.parse(scope["query_string"], "query")]
                     key = self.auth.verify_acs3(
-                        scope["method"], scope["path"], query, headers, body, now
+                        scope["method"], scope["path"], url_query, headers, body, now
                     )
                 else:
-                    key = self.auth.verify_rpc_v1(scope["method"], params, now)
+                    encoded = query.canonical(pairs, exclude="Signature")
+                    key = self.auth.verify_rpc_v1(scope["method"], params, now, encoded)
                 if not action:
                     raise errors.MissingParameter("Action")
                 self.auth.authorize(key, action)
@@ -304,6 +300,8 @@ class RpcApi:
 
     async def _body(self, receive: Receive, headers: Mapping[str, str]) -> bytes:
         declared = headers.get("content-length")
+        if declared is None and "transfer-encoding" not in headers:
+            return b""  # no body (a plain GET): nothing to wait for
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise errors.InvalidParameter(f"The request body exceeds {self.max_body} bytes.")
         chunks: list[bytes] = []

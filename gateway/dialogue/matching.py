@@ -14,6 +14,7 @@ Rules of this file:
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
@@ -24,60 +25,67 @@ def _is_word(ch: str) -> bool:
     return ch.isascii() and ch.isalnum()
 
 
-@lru_cache(maxsize=4096)
-def normalize(text: str) -> str:
-    """The matching form of `text` (see the file header)."""
+def _fold(text: str) -> str:
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
     out: list[str] = []
     pending_space = False
     for ch in folded:
-        cat = unicodedata.category(ch)
-        if ch.isspace() or cat[0] in "PSZC":
+        if ch.isspace() or unicodedata.category(ch)[0] in "PSZC":
             pending_space = True
             continue
         if pending_space and out and _is_word(out[-1]) and _is_word(ch):
             out.append(" ")
         pending_space = False
         out.append(ch)
-    # Dropping a spacing mark can leave a combining one next to a letter;
-    # compose again so that normalising twice changes nothing.
     return unicodedata.normalize("NFC", "".join(out))
 
 
-def occurs(phrase: str, text: str) -> bool:
-    """Whether normalised `phrase` occurs in normalised `text` on word boundaries."""
-    if not phrase:
-        return False
-    start = text.find(phrase)
-    n = len(phrase)
-    check_left = _is_word(phrase[0])
-    check_right = _is_word(phrase[-1])
-    while start != -1:
-        end = start + n
-        left_ok = not (check_left and start > 0 and _is_word(text[start - 1]))
-        right_ok = not (check_right and end < len(text) and _is_word(text[end]))
-        if left_ok and right_ok:
-            return True
-        start = text.find(phrase, start + 1)
-    return False
+@lru_cache(maxsize=4096)
+def normalize(text: str) -> str:
+    """The matching form of `text` (see the file header)."""
+    result = _fold(text)
+    # Dropping a separator can put a combining mark next to a letter, and
+    # composing them can change a letter's script: fold again until stable,
+    # so that normalising twice changes nothing. Real text needs one pass.
+    for _ in range(4):
+        again = _fold(result)
+        if again == result:
+            break
+        result = again
+    return result
+
+
+_WORD = "A-Za-z0-9"
+
+
+def _phrase_pattern(phrase: str) -> str:
+    # Latin words must stand whole; CJK characters need no boundary.
+    left = f"(?<![{_WORD}])" if _is_word(phrase[0]) else ""
+    right = f"(?![{_WORD}])" if _is_word(phrase[-1]) else ""
+    return f"{left}{re.escape(phrase)}{right}"
 
 
 class PhraseSet:
-    """A compiled list of phrases; `matches` takes an already normalised text."""
+    """A compiled list of phrases; `matches` takes an already normalised text.
 
-    __slots__ = ("_exact", "_phrases")
+    All phrases are one regular expression, so a match is one scan in C.
+    """
+
+    __slots__ = ("_phrases", "_regex")
 
     def __init__(self, phrases: Iterable[str]) -> None:
         normalized = {normalize(p) for p in phrases}
         normalized.discard("")
-        self._exact = frozenset(normalized)
         # Longest first, so the more specific phrase is tried first.
-        self._phrases = tuple(sorted(normalized, key=len, reverse=True))
+        self._phrases = tuple(sorted(normalized, key=lambda p: (-len(p), p)))
+        self._regex = (
+            re.compile("|".join(_phrase_pattern(p) for p in self._phrases))
+            if self._phrases
+            else None
+        )
 
     def matches(self, text: str) -> bool:
-        if text in self._exact:
-            return True
-        return any(occurs(p, text) for p in self._phrases)
+        return self._regex is not None and self._regex.search(text) is not None
 
     def __bool__(self) -> bool:
         return bool(self._phrases)

@@ -23,7 +23,7 @@ Rules of this file:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from gateway.dialogue.bot import BotAnswer, BotQuery
@@ -64,6 +64,32 @@ class DialogueState:
     bot_state: str = ""
     turn: int = 0
 
+    def evolve(
+        self,
+        *,
+        variables: Mapping[str, str] | None = None,
+        last_reply: Reply | None = None,
+        unrecognized: int | None = None,
+        silences: int | None = None,
+        asking_back: bool | None = None,
+        bot_state: str | None = None,
+        turn: int | None = None,
+    ) -> DialogueState:
+        """A copy with the given fields changed (None keeps a field).
+
+        Written out by hand: `dataclasses.replace` costs several times more,
+        and this runs a few times per turn.
+        """
+        return DialogueState(
+            self.variables if variables is None else variables,
+            self.last_reply if last_reply is None else last_reply,
+            self.unrecognized if unrecognized is None else unrecognized,
+            self.silences if silences is None else silences,
+            self.asking_back if asking_back is None else asking_back,
+            self.bot_state if bot_state is None else bot_state,
+            self.turn if turn is None else turn,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Done:
@@ -103,8 +129,18 @@ def _reply(
     return Reply(rendered, action, interruptible, params, wait)
 
 
-def _done(state: DialogueState, reply: Reply, outcome: Outcome, **changes: object) -> Done:
-    new_state = replace(state, last_reply=reply, **changes)  # type: ignore[arg-type]
+def _done(
+    state: DialogueState,
+    reply: Reply,
+    outcome: Outcome,
+    *,
+    unrecognized: int | None = None,
+    silences: int | None = None,
+    asking_back: bool | None = None,
+) -> Done:
+    new_state = state.evolve(
+        last_reply=reply, unrecognized=unrecognized, silences=silences, asking_back=asking_back
+    )
     return Done(reply, new_state, outcome)
 
 
@@ -124,7 +160,7 @@ def begin(cfg: NavigationConfig, request: BeginDialogue) -> Step:
 
 def handle(cfg: NavigationConfig, state: DialogueState, op: Dialogue | CollectedNumber) -> Step:
     """An utterance or collected digits."""
-    state = replace(state, turn=state.turn + 1, silences=0)
+    state = state.evolve(turn=state.turn + 1, silences=0)
     if isinstance(op, CollectedNumber):
         if not op.number:
             return _unrecognized(cfg, state)
@@ -134,7 +170,7 @@ def handle(cfg: NavigationConfig, state: DialogueState, op: Dialogue | Collected
         return AskBot(query, state, "answer")
 
     if op.variables:
-        state = replace(state, variables=_merge(state.variables, op.variables))
+        state = state.evolve(variables=_merge(state.variables, op.variables))
     text = normalize(op.utterance)
     if not text:
         return _unrecognized(cfg, state)
@@ -170,14 +206,11 @@ def handle(cfg: NavigationConfig, state: DialogueState, op: Dialogue | Collected
 def resume(cfg: NavigationConfig, step: AskBot, answer: BotAnswer | None) -> Done:
     """Finish a step with the bot's answer (`None`: the bot did not understand)."""
     state = step.state
-    if answer is not None:
-        changes: dict[str, object] = {}
-        if answer.variables:
-            changes["variables"] = _merge(state.variables, answer.variables)
-        if answer.bot_state is not None:
-            changes["bot_state"] = answer.bot_state
-        if changes:
-            state = replace(state, **changes)  # type: ignore[arg-type]
+    if answer is not None and (answer.variables or answer.bot_state is not None):
+        state = state.evolve(
+            variables=_merge(state.variables, answer.variables) if answer.variables else None,
+            bot_state=answer.bot_state,
+        )
 
     if step.purpose == "greeting":
         if answer is None:
@@ -235,7 +268,7 @@ def silence(cfg: NavigationConfig, state: DialogueState, op: SilenceTimeout) -> 
     An asking-back question stays pending through a silence: the caller may
     still answer it.
     """
-    state = replace(state, turn=state.turn + 1, variables=_merge(state.variables, op.variables))
+    state = state.evolve(turn=state.turn + 1, variables=_merge(state.variables, op.variables))
     count = state.silences + 1
     reply, final = _miss(cfg, state, cfg.silence_timeout, count)
     if final:

@@ -20,19 +20,20 @@ class Template:
     source: str
     # Even positions are literals, odd positions are variable names.
     parts: tuple[str, ...]
+    # The same as a str.format pattern with positional fields, and the names
+    # in field order: rendering is one C-level format call.
+    pattern: str = ""
+    names: tuple[str, ...] = ()
 
     @property
     def is_plain(self) -> bool:
-        return len(self.parts) == 1
+        return not self.names
 
     def render(self, variables: Mapping[str, str]) -> str:
-        parts = self.parts
-        if len(parts) == 1:
-            return parts[0]
-        out = []
-        for i, part in enumerate(parts):
-            out.append(variables.get(part, "") if i % 2 else part)
-        return "".join(out)
+        if not self.names:
+            return self.source
+        get = variables.get
+        return self.pattern.format(*[get(name, "") for name in self.names])
 
     def __str__(self) -> str:
         return self.source
@@ -55,7 +56,15 @@ def compile_template(source: str) -> Template:
         pos = m.end()
     literal.append(source[pos:])
     parts.append("".join(literal))
-    return Template(source, tuple(parts))
+    names = tuple(parts[1::2])
+    if not names:
+        # Only escaped "$${" sequences: a plain string after unescaping.
+        return Template(parts[0], (parts[0],))
+    pattern = "".join(
+        f"{{{i // 2}}}" if i % 2 else part.replace("{", "{{").replace("}", "}}")
+        for i, part in enumerate(parts)
+    )
+    return Template(source, tuple(parts), pattern, names)
 
 
 def variable_names(template: Template) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote
 
@@ -24,28 +25,51 @@ ACS3 = "ACS3-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
+_UNRESERVED = re.compile(r"[A-Za-z0-9\-_.~]*")
+
+
 def percent_encode(value: str) -> str:
     """RFC 3986 encoding: only A-Z a-z 0-9 - _ . ~ stay as they are; space is %20."""
+    # Most values (ids, nonces, numbers) need no encoding at all: skip quote().
+    if _UNRESERVED.fullmatch(value):
+        return value
     return quote(value, safe="-_.~")
+
+
+def _encode_canonical(query: str) -> str:
+    # A canonical query holds only unreserved characters, '%', '=' and '&':
+    # encoding it again needs just these three replacements.
+    return query.replace("%", "%25").replace("=", "%3D").replace("&", "%26")
 
 
 def canonical_query(params: Iterable[tuple[str, str]]) -> str:
     pairs = sorted((percent_encode(k), percent_encode(v)) for k, v in params)
-    return "&".join(f"{k}={v}" for k, v in pairs)
+    return "&".join([f"{k}={v}" for k, v in pairs])
 
 
 # -- RPC v1 -----------------------------------------------------------------
 
 
 def rpc_v1_string_to_sign(method: str, params: Mapping[str, str]) -> str:
-    query = canonical_query((k, v) for k, v in params.items() if k != "Signature")
-    return f"{method.upper()}&%2F&{percent_encode(query)}"
+    encoded = [
+        (percent_encode(k), percent_encode(v)) for k, v in params.items() if k != "Signature"
+    ]
+    return rpc_v1_string_to_sign_encoded(method, encoded)
+
+
+def rpc_v1_string_to_sign_encoded(method: str, encoded: list[tuple[str, str]]) -> str:
+    """The string to sign from already RFC 3986-encoded (name, value) pairs."""
+    query = "&".join([f"{k}={v}" for k, v in sorted(encoded)])
+    return f"{method.upper()}&%2F&{_encode_canonical(query)}"
+
+
+def rpc_v1_sign(secret: str, string_to_sign: str) -> str:
+    digest = hmac.new(f"{secret}&".encode(), string_to_sign.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
 
 
 def rpc_v1_signature(secret: str, method: str, params: Mapping[str, str]) -> str:
-    string_to_sign = rpc_v1_string_to_sign(method, params)
-    digest = hmac.new(f"{secret}&".encode(), string_to_sign.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode()
+    return rpc_v1_sign(secret, rpc_v1_string_to_sign(method, params))
 
 
 # -- ACS3-HMAC-SHA256 ---------------------------------------------------------

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+
+from gateway import errors
+from gateway.api import query
+from gateway.net.signing import percent_encode
+
+
+def test_parse_decodes_percent_and_plus_and_keeps_blanks() -> None:
+    pairs = query.parse(b"a=1&SignatureType=&u=%E4%BD%A0+x&&b", "q")
+    assert [(n, v) for n, v, _, _ in pairs] == [
+        ("a", "1"),
+        ("SignatureType", ""),
+        ("u", "你 x"),
+        ("b", ""),
+    ]
+
+
+@pytest.mark.parametrize("raw", [b"a=%ff", b"a=\xe4", b"%e4=1"])
+def test_parse_refuses_bytes_that_are_not_utf8(raw: bytes) -> None:
+    with pytest.raises(errors.InvalidParameter):
+        query.parse(raw, "q")
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        "Timestamp=2026-11-22T04%3A19%3A00Z",  # canonical: reused as is
+        "u=%E4%BD%A0%20x",  # canonical
+        "u=%e4%bd%a0%20x",  # lower-case escapes: re-encoded
+        "u=%E4%BD%A0+x",  # '+' for space: re-encoded
+        "u=%41BC",  # an escaped unreserved character: re-encoded
+        "u=a*b",  # a reserved character left bare: re-encoded
+        "Signature=abc&x=1",  # Signature is left out
+    ],
+)
+def test_canonical_equals_encoding_the_decoded_values(wire: str) -> None:
+    pairs = query.parse(wire.encode(), "q")
+    expected = [(percent_encode(n), percent_encode(v)) for n, v, _, _ in pairs if n != "Signature"]
+    assert query.canonical(pairs, exclude="Signature") == expected

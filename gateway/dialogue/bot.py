@@ -9,16 +9,14 @@ pure, and the same policy serves an embedded rules bot, a webhook or an LLM.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from gateway.dialogue.operations import EMPTY_VARS, Action
 
 QueryKind = Literal["utterance", "digits", "intent"]
 
 
-@dataclass(frozen=True, slots=True)
-class BotQuery:
+class BotQuery(NamedTuple):
     kind: QueryKind
     # The utterance (normalised form in `normalized`), the digits, or the
     # intent trigger name.
@@ -29,15 +27,14 @@ class BotQuery:
     turn: int
 
 
-@dataclass(frozen=True, slots=True)
-class BotAnswer:
+class BotAnswer(NamedTuple):
     text: str
     action: Action = Action.BROADCAST
     action_params: str = "{}"
     interruptible: bool = True
     # Variables to set on the conversation, and the bot's own state (for
     # example the DTMF menu the caller is in now).
-    variables: Mapping[str, str] = field(default_factory=lambda: EMPTY_VARS)
+    variables: Mapping[str, str] = EMPTY_VARS
     bot_state: str | None = None
     # The answer itself asks the caller for something (a menu prompt, "say
     # your account number"): no asking-back question is appended to it.

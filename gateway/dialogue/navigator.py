@@ -23,8 +23,7 @@ Rules of this file:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from gateway.dialogue.bot import BotAnswer, BotQuery
 from gateway.dialogue.config import NavigationConfig, SilenceTimeoutConfig, UnrecognizingConfig
@@ -54,9 +53,8 @@ Outcome = Literal[
 Purpose = Literal["greeting", "answer"]
 
 
-@dataclass(frozen=True, slots=True)
-class DialogueState:
-    variables: Mapping[str, str] = field(default_factory=lambda: EMPTY_VARS)
+class DialogueState(NamedTuple):
+    variables: Mapping[str, str] = EMPTY_VARS
     last_reply: Reply | None = None
     unrecognized: int = 0
     silences: int = 0
@@ -91,15 +89,13 @@ class DialogueState:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Done:
+class Done(NamedTuple):
     reply: Reply
     state: DialogueState
     outcome: Outcome
 
 
-@dataclass(frozen=True, slots=True)
-class AskBot:
+class AskBot(NamedTuple):
     query: BotQuery
     state: DialogueState
     purpose: Purpose

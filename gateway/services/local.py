@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway import errors
 from gateway.dialogue import navigator
@@ -28,8 +28,7 @@ from gateway.store.instances import Instance, InstanceRegistry
 from gateway.store.sessions import Session, SessionStore
 
 
-@dataclass(frozen=True, slots=True)
-class TurnResult:
+class TurnResult(NamedTuple):
     reply: Reply | None  # None for EndDialogue
     outcome: Outcome | None
 

@@ -31,9 +31,9 @@ class Gateway:
 
     def __init__(self, settings: Settings, instances: list[Instance]) -> None:
         self.settings = settings
-        self.metrics = Metrics()
         self.instances = InstanceRegistry(instances)
-        self.sessions = SessionStore(settings.idle_timeout, on_count=self.metrics.set_active)
+        self.sessions = SessionStore(settings.idle_timeout)
+        self.metrics = Metrics(self._live_conversations)
         self.service = LocalDialogueService(self.instances, self.sessions)
         self.authenticator = (
             Authenticator(
@@ -47,8 +47,6 @@ class Gateway:
         self.rpc = RpcApi(
             self.service.run, self.authenticator, self.metrics, max_body=settings.max_body_bytes
         )
-        for instance in self.instances:
-            self.metrics.set_active(instance.instance_id, 0)
         self.ready = False
         self.routes: dict[str, ASGIApp] = {
             "/": self.rpc,
@@ -57,6 +55,12 @@ class Gateway:
             "/metrics": self._metrics,
         }
         self._sweeper: asyncio.Task[None] | None = None
+
+    def _live_conversations(self) -> list[tuple[str, int]]:
+        """Every configured instance (0 when idle) and any other with live calls."""
+        counts = {i.instance_id: 0 for i in self.instances}
+        counts.update(self.sessions.counts())
+        return sorted(counts.items())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

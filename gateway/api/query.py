@@ -9,7 +9,7 @@ re-encoding the decoded value (the costly part of verifying a signature).
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote_plus
+from urllib.parse import unquote
 
 from gateway import errors
 from gateway.net.signing import percent_encode
@@ -20,6 +20,29 @@ _CANONICAL = re.compile(r"(?:[A-Za-z0-9\-_.~]|%[0-9A-F]{2})*")
 _ESCAPED_UNRESERVED = re.compile(r"%(?:2[DE]|3[0-9]|4[1-9A-F]|5[0-9AF]|6[1-9A-F]|7[0-9AE])")
 
 Pair = tuple[str, str, str, str]  # name, value, raw name, raw value
+
+
+def _decode(raw: str) -> str:
+    """Form-decode one name or value ('+' is a space); invalid UTF-8 raises.
+
+    `urllib.parse.unquote` walks the escapes in Python; a Chinese utterance
+    is all escapes. Rewriting `%XX` as `\\xXX` lets the C codecs do it: each
+    escape becomes one latin-1 code point, i.e. one byte, then UTF-8 decodes.
+    A backslash in the input, or a malformed escape, takes the slow path,
+    which leaves malformed escapes as they are, like unquote does.
+    """
+    if "+" in raw:
+        raw = raw.replace("+", " ")
+    if "%" not in raw:
+        return raw
+    if "\\" not in raw:
+        try:
+            latin = raw.replace("%", "\\x").encode("ascii").decode("unicode_escape")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return latin.encode("latin-1").decode("utf-8")
+    return unquote(raw, errors="strict")
 
 
 def parse(raw: bytes, what: str) -> list[Pair]:
@@ -35,12 +58,8 @@ def parse(raw: bytes, what: str) -> list[Pair]:
             if not piece:
                 continue
             raw_name, _, raw_value = piece.partition("=")
-            name = raw_name
-            if "%" in name or "+" in name:
-                name = unquote_plus(name, errors="strict")
-            value = raw_value
-            if "%" in value or "+" in value:
-                value = unquote_plus(value, errors="strict")
+            name = _decode(raw_name) if "%" in raw_name or "+" in raw_name else raw_name
+            value = _decode(raw_value) if "%" in raw_value or "+" in raw_value else raw_value
             pairs.append((name, value, raw_name, raw_value))
         return pairs
     except UnicodeDecodeError:

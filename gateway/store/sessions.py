@@ -10,7 +10,6 @@ value replaced on each turn.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,15 +54,10 @@ class Expired:
 
 
 class SessionStore:
-    def __init__(
-        self,
-        idle_timeout: float,
-        on_count: Callable[[str, int], None] | None = None,
-    ) -> None:
+    def __init__(self, idle_timeout: float) -> None:
         self.idle_timeout = idle_timeout
         self._sessions: dict[Key, Session] = {}
         self._counts: dict[str, int] = {}
-        self._on_count = on_count
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -71,13 +65,15 @@ class SessionStore:
     def count(self, instance_id: str) -> int:
         return self._counts.get(instance_id, 0)
 
+    def counts(self) -> dict[str, int]:
+        """Live conversations per instance (instances with none are absent)."""
+        return dict(self._counts)
+
     def _set_count(self, instance_id: str, n: int) -> None:
         if n:
             self._counts[instance_id] = n
         else:
             self._counts.pop(instance_id, None)
-        if self._on_count is not None:
-            self._on_count(instance_id, n)
 
     def check_can_begin(self, key: Key, limit: int) -> None:
         """Raise if `key` is live or the instance is at its limit; change nothing."""

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import string
+from urllib.parse import unquote_plus
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway import errors
 from gateway.api import query
@@ -39,3 +44,22 @@ def test_canonical_equals_encoding_the_decoded_values(wire: str) -> None:
     pairs = query.parse(wire.encode(), "q")
     expected = [(percent_encode(n), percent_encode(v)) for n, v, _, _ in pairs if n != "Signature"]
     assert query.canonical(pairs, exclude="Signature") == expected
+
+
+ESCAPES = st.sampled_from(
+    ["%E4", "%BD", "%A0", "%20", "%2b", "%4", "%zz", "%", "+", "\\", "a", "~", "%C3%A9"]
+)
+
+
+@given(st.lists(st.one_of(ESCAPES, st.text(alphabet=string.printable, max_size=3)), max_size=12))
+def test_fast_decode_equals_unquote_plus(parts: list[str]) -> None:
+    raw = "".join(parts)
+    try:
+        expected: str | None = unquote_plus(raw, errors="strict")
+    except UnicodeDecodeError:
+        expected = None
+    try:
+        got: str | None = query._decode(raw)
+    except UnicodeDecodeError:
+        got = None
+    assert got == expected

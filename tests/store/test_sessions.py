@@ -12,18 +12,17 @@ def session(conv: str, now: float, instance: str = "i") -> Session:
 
 
 def test_concurrency_limit_and_duplicates_change_nothing() -> None:
-    counts: dict[str, int] = {}
-    store = SessionStore(60, on_count=counts.__setitem__)
+    store = SessionStore(60)
     store.add(session("a", 0), limit=2)
     with pytest.raises(errors.ConversationDuplicated):
         store.add(session("a", 1), limit=2)
     store.add(session("b", 0), limit=2)
     with pytest.raises(errors.ConcurrencyLimitExceeded, match="limit of 2"):
         store.add(session("c", 0), limit=2)
-    assert len(store) == 2 and counts == {"i": 2}
+    assert len(store) == 2 and store.counts() == {"i": 2}
     store.remove(("i", "a"))
     store.add(session("c", 0), limit=2)
-    assert counts == {"i": 2}
+    assert store.counts() == {"i": 2}
 
 
 def test_idle_sessions_expire_and_leave_nothing_behind() -> None:

@@ -45,7 +45,11 @@ class Gateway:
             else None
         )
         self.rpc = RpcApi(
-            self.service.run, self.authenticator, self.metrics, max_body=settings.max_body_bytes
+            self.service.run,
+            self.authenticator,
+            self.metrics,
+            max_body=settings.max_body_bytes,
+            service_sync=self.service.run_sync,
         )
         self.ready = False
         self.routes: dict[str, ASGIApp] = {

@@ -98,7 +98,12 @@ class Metrics(Collector):
         return series
 
     def observe_turn(self, operation: str, front: str, outcome: str, seconds: float) -> None:
-        self._series(TurnKey(operation, front, outcome)).observe(seconds)
+        # A plain tuple finds the TurnKey entry (equal hash and value) without
+        # building a NamedTuple per turn.
+        series = self._turns.get((operation, front, outcome))  # type: ignore[call-overload]
+        if series is None:
+            series = self._series(TurnKey(operation, front, outcome))
+        series.observe(seconds)
 
     def count_reply(self, action: Action) -> None:
         self._replies[action] += 1

@@ -19,9 +19,18 @@ def test_exposition_has_public_names_labels_and_derived_gauge() -> None:
     m.count_reply(Action.TRANSFER_TO_AGENT)
     m.count_error("InvalidParameter")
     text = m.exposition().decode()
-    assert 'ivrgw_turn_duration_seconds_bucket{front="rpc",le="5e-05",operation="Dialogue",outcome="ok"} 0.0' in text
-    assert 'ivrgw_turn_duration_seconds_bucket{front="rpc",le="0.0001",operation="Dialogue",outcome="ok"} 1.0' in text
-    assert 'ivrgw_turn_duration_seconds_count{front="rpc",operation="SilenceTimeout",outcome="fallback"} 0.0' in text
+    assert (
+        'ivrgw_turn_duration_seconds_bucket{front="rpc",le="5e-05",operation="Dialogue",outcome="ok"} 0.0'
+        in text
+    )
+    assert (
+        'ivrgw_turn_duration_seconds_bucket{front="rpc",le="0.0001",operation="Dialogue",outcome="ok"} 1.0'
+        in text
+    )
+    assert (
+        'ivrgw_turn_duration_seconds_count{front="rpc",operation="SilenceTimeout",outcome="fallback"} 0.0'
+        in text
+    )
     assert 'ivrgw_replies_total{action="TransferToAgent"} 1.0' in text
     assert 'ivrgw_errors_total{code="InvalidParameter"} 1.0' in text
     assert 'ivrgw_active_conversations{instance="demo"} 3.0' in text

@@ -142,10 +142,11 @@ class Authenticator:
         method: str,
         params: Mapping[str, str],
         now: float,
-        encoded: list[tuple[str, str]] | None = None,
+        pieces: list[str] | None = None,
     ) -> AccessKey:
-        """`encoded`: the parameters in RFC 3986 form, Signature excluded, if
-        the caller has them (see gateway.api.query); else built from `params`."""
+        """`pieces`: the parameters as canonical `name=value` text, Signature
+        excluded, if the caller has them (gateway.api.query); else built from
+        `params`."""
         signature = params.get("Signature")
         key_id = params.get("AccessKeyId")
         if not signature or not key_id:
@@ -155,10 +156,10 @@ class Authenticator:
         if params.get("SignatureVersion", "1.0") != "1.0":
             raise errors.IncompleteSignature("SignatureVersion must be 1.0.")
         key = self._key(key_id)
-        if encoded is None:
+        if pieces is None:
             string_to_sign = signing.rpc_v1_string_to_sign(method, params)
         else:
-            string_to_sign = signing.rpc_v1_string_to_sign_encoded(method, encoded)
+            string_to_sign = signing.rpc_v1_string_to_sign_pieces(method, pieces)
         expected = signing.rpc_v1_sign(key.secret, string_to_sign)
         # A '+' in an unencoded signature arrives as a space after form decoding.
         if not hmac.compare_digest(expected, signature.replace(" ", "+")):

@@ -56,6 +56,19 @@ MAX_CONTEXT_KEY_CHARS = 64
 _DTMF = frozenset("0123456789*#ABCDabcd")
 
 Service = Callable[[str, str, Operation, bool], Awaitable[TurnResult]]
+SyncService = Callable[[str, str, Operation, bool], TurnResult]
+
+# Headers the API reads when the request is not ACS3-signed.
+_USED_HEADERS = tuple(
+    (name.encode(), name)
+    for name in (
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "x-acs-action",
+        "x-acs-version",
+    )
+)
 Params = Mapping[str, str]
 
 
@@ -166,7 +179,14 @@ DIALOGUE_ACTIONS: Mapping[str, DialogueAction] = {
 
 
 def _headers(scope: Scope) -> dict[str, str]:
-    # ASGI servers give header names in lower case.
+    """The headers the API needs, as str. ASGI gives names in lower case.
+
+    An ACS3 request may sign any header, so then all of them are decoded;
+    otherwise only the handful the API reads.
+    """
+    raw: dict[bytes, bytes] = dict(scope["headers"])
+    if b"authorization" not in raw:
+        return {name: raw[key].decode("latin-1") for key, name in _USED_HEADERS if key in raw}
     out: dict[str, str] = {}
     for name, value in scope["headers"]:
         n = name.decode("latin-1")
@@ -188,8 +208,12 @@ class RpcApi:
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         max_body: int = MAX_BODY_BYTES,
+        service_sync: SyncService | None = None,
     ) -> None:
         self.service = service
+        # A service that answers without I/O (the local navigator) also gives
+        # its synchronous entry point: then nothing on the turn path is awaited.
+        self.service_sync = service_sync
         self.auth = authenticator
         self.metrics = metrics
         self.clock = clock
@@ -232,8 +256,9 @@ class RpcApi:
                         scope["method"], scope["path"], url_query, headers, body, now
                     )
                 else:
-                    encoded = query.canonical(pairs, exclude="Signature")
-                    key = self.auth.verify_rpc_v1(scope["method"], params, now, encoded)
+                    key = self.auth.verify_rpc_v1(
+                        scope["method"], params, now, self._canonical(scope, pairs, body)
+                    )
                 if not action:
                     raise errors.MissingParameter("Action")
                 self.auth.authorize(key, action)
@@ -253,7 +278,10 @@ class RpcApi:
             instance_id = required(params, "InstanceId", MAX_ID_CHARS)
             conversation_id = required(params, "ConversationId", MAX_ID_CHARS)
             op = spec.build(params)
-            result = await self.service(instance_id, conversation_id, op, spec.debug)
+            if self.service_sync is not None:
+                result = self.service_sync(instance_id, conversation_id, op, spec.debug)
+            else:
+                result = await self.service(instance_id, conversation_id, op, spec.debug)
         except errors.GatewayError as exc:
             await self._error(send, fmt, request_id, exc, operation, started)
             return
@@ -297,6 +325,15 @@ class RpcApi:
                 },
             )
         await respond(send, 200, content_type, payload)
+
+    @staticmethod
+    def _canonical(scope: Scope, pairs: list[query.Pair], body: bytes) -> list[str]:
+        """The signed parameters as canonical pieces, from the wire when it is canonical."""
+        pieces = query.canonical_pieces(scope["query_string"], exclude="Signature")
+        if pieces is not None and body:
+            # Form parameters are signed too; they are rarely canonical text.
+            pieces = None
+        return pieces if pieces is not None else query.canonical(pairs, exclude="Signature")
 
     async def _body(self, receive: Receive, headers: Mapping[str, str]) -> bytes:
         declared = headers.get("content-length")

@@ -51,20 +51,26 @@ def canonical_query(params: Iterable[tuple[str, str]]) -> str:
 
 
 def rpc_v1_string_to_sign(method: str, params: Mapping[str, str]) -> str:
-    encoded = [
-        (percent_encode(k), percent_encode(v)) for k, v in params.items() if k != "Signature"
+    pieces = [
+        f"{percent_encode(k)}={percent_encode(v)}" for k, v in params.items() if k != "Signature"
     ]
-    return rpc_v1_string_to_sign_encoded(method, encoded)
+    return rpc_v1_string_to_sign_pieces(method, pieces)
 
 
-def rpc_v1_string_to_sign_encoded(method: str, encoded: list[tuple[str, str]]) -> str:
-    """The string to sign from already RFC 3986-encoded (name, value) pairs."""
-    query = "&".join([f"{k}={v}" for k, v in sorted(encoded)])
+def _piece_order(piece: str) -> str:
+    # Sorting "name=value" pieces must order by name, then value: with "="
+    # as the lowest character, "a=1" sorts before "a-b=1" as ("a", ..) does.
+    return piece.replace("=", "\x00", 1)
+
+
+def rpc_v1_string_to_sign_pieces(method: str, pieces: list[str]) -> str:
+    """The string to sign from already canonical `name=value` pieces."""
+    query = "&".join(sorted(pieces, key=_piece_order))
     return f"{method.upper()}&%2F&{_encode_canonical(query)}"
 
 
 def rpc_v1_sign(secret: str, string_to_sign: str) -> str:
-    digest = hmac.new(f"{secret}&".encode(), string_to_sign.encode(), hashlib.sha1).digest()
+    digest = hmac.digest(f"{secret}&".encode(), string_to_sign.encode(), "sha1")
     return base64.b64encode(digest).decode()
 
 
@@ -104,7 +110,7 @@ def acs3_string_to_sign(canonical_request: str) -> str:
 
 def acs3_signature(secret: str, canonical_request: str) -> str:
     string_to_sign = acs3_string_to_sign(canonical_request)
-    return hmac.new(secret.encode(), string_to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), string_to_sign.encode(), "sha256").hex()
 
 
 def parse_acs3_authorization(value: str) -> dict[str, str] | None:

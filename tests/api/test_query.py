@@ -42,8 +42,31 @@ def test_parse_refuses_bytes_that_are_not_utf8(raw: bytes) -> None:
 )
 def test_canonical_equals_encoding_the_decoded_values(wire: str) -> None:
     pairs = query.parse(wire.encode(), "q")
-    expected = [(percent_encode(n), percent_encode(v)) for n, v, _, _ in pairs if n != "Signature"]
+    expected = [
+        f"{percent_encode(n)}={percent_encode(v)}" for n, v, _, _ in pairs if n != "Signature"
+    ]
     assert query.canonical(pairs, exclude="Signature") == expected
+    # The whole-query shortcut agrees whenever it applies.
+    pieces = query.canonical_pieces(wire.encode(), exclude="Signature")
+    assert pieces is None or pieces == expected
+
+
+@pytest.mark.parametrize(
+    ("wire", "applies"),
+    [
+        (b"A=1&Timestamp=2026-11-22T04%3A19%3A00Z&Signature=x%2By", True),
+        (b"u=%e4", False),
+        (b"u=a+b", False),
+        (b"u=a=b", False),
+        (b"flag&x=1", False),
+        (b"u=%41", False),
+    ],
+)
+def test_canonical_pieces_only_for_canonical_text(wire: bytes, applies: bool) -> None:
+    pieces = query.canonical_pieces(wire, exclude="Signature")
+    assert (pieces is not None) == applies
+    if pieces is not None:
+        assert pieces == ["A=1", "Timestamp=2026-11-22T04%3A19%3A00Z"]
 
 
 ESCAPES = st.sampled_from(

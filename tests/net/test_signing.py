@@ -34,6 +34,12 @@ def test_rpc_v1_describe_regions_vector() -> None:
     assert rpc_v1_signature("testsecret", "GET", params) == "OLeaidS1JvxuMvnyHOwuJ+uX5qY="
 
 
+def test_rpc_v1_orders_by_name_then_value() -> None:
+    # "a-b" sorts after "a" as a name, although "-" < "=" as characters.
+    params = {"a-b": "1", "a": "2", "Signature": "x"}
+    assert rpc_v1_string_to_sign("GET", params) == "GET&%2F&a%3D2%26a-b%3D1"
+
+
 def test_rpc_v1_ignores_signature_param_and_encodes_rfc3986() -> None:
     with_sig = {**SEED_PARAMS, "Signature": "x"}
     assert rpc_v1_string_to_sign("GET", with_sig) == rpc_v1_string_to_sign("GET", SEED_PARAMS)

@@ -35,10 +35,12 @@ class RequestIds:
     def __init__(self) -> None:
         r = os.urandom(10).hex().upper()
         self._prefix = f"{r[:8]}-{r[8:12]}-{r[12:16]}-{r[16:20]}-"
+        # A random start below 2**44 leaves 2**44 ids before the 12 hex
+        # digits could overflow: centuries at any request rate.
         self._counter = itertools.count(int.from_bytes(os.urandom(3), "big") << 20)
 
     def next(self) -> str:
-        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012X}"
+        return f"{self._prefix}{next(self._counter):012X}"
 
 
 def _xml_value(name: str, value: Any, out: list[str]) -> None:

@@ -51,11 +51,27 @@ def _decode(raw: str) -> str:
     return unquote(raw, errors="strict")
 
 
-def parse(raw: bytes, what: str) -> list[Pair]:
-    """Decoded pairs in wire order, blanks kept; '+' is a space (form encoding).
+def parse(raw: bytes, what: str) -> dict[str, str]:
+    """Decoded parameters (the last of a repeated name wins); see `pairs`."""
+    try:
+        params: dict[str, str] = {}
+        for piece in raw.decode("ascii").split("&"):
+            if piece:
+                name, _, value = piece.partition("=")
+                if "%" in name or "+" in name:
+                    name = _decode(name)
+                params[name] = _decode(value) if "%" in value or "+" in value else value
+        return params
+    except UnicodeDecodeError:
+        raise errors.InvalidParameter(f"The {what} is not valid percent-encoded UTF-8.") from None
 
-    Only pieces with '%' or '+' are decoded. Bytes that are not ASCII, or
-    escapes that are not UTF-8, are InvalidParameter.
+
+def pairs(raw: bytes, what: str) -> list[Pair]:
+    """Decoded pairs in wire order with their raw text, blanks kept.
+
+    '+' is a space (form encoding). Only pieces with '%' or '+' are decoded.
+    Bytes that are not ASCII, or escapes that are not UTF-8, are
+    InvalidParameter.
     """
     try:
         text = raw.decode("ascii")

@@ -219,6 +219,8 @@ class RpcApi:
         self.clock = clock
         self.max_body = max_body
         self.request_ids = formats.RequestIds()
+        # The log level is set once at start-up (gateway.logs.configure).
+        self.log_turns = log.isEnabledFor(logging.DEBUG)
         metrics.bind_front(self.front)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -234,12 +236,12 @@ class RpcApi:
                 )
             headers = _headers(scope)
             body = await self._body(receive, headers)
-            pairs = query.parse(scope["query_string"], "query string")
-            if body and headers.get("content-type", "").startswith(
+            params = query.parse(scope["query_string"], "query string")
+            form = body and headers.get("content-type", "").startswith(
                 "application/x-www-form-urlencoded"
-            ):
-                pairs += query.parse(body, "form body")
-            params = {p[0]: p[1] for p in pairs}
+            )
+            if form:
+                params.update(query.parse(body, "form body"))
 
             f = params.get("Format", "JSON").upper()
             if f not in ("JSON", "XML"):
@@ -251,13 +253,13 @@ class RpcApi:
                 now = self.clock()
                 if "authorization" in headers:
                     # ACS3 signs the query string only; the body goes in by its hash.
-                    url_query = [(p[0], p[1]) for p in query.parse(scope["query_string"], "query")]
+                    url_query = [(p[0], p[1]) for p in query.pairs(scope["query_string"], "query")]
                     key = self.auth.verify_acs3(
                         scope["method"], scope["path"], url_query, headers, body, now
                     )
                 else:
                     key = self.auth.verify_rpc_v1(
-                        scope["method"], params, now, self._canonical(scope, pairs, body)
+                        scope["method"], params, now, self._canonical(scope, body if form else b"")
                     )
                 if not action:
                     raise errors.MissingParameter("Action")
@@ -307,7 +309,7 @@ class RpcApi:
         content_type, payload = formats.render(fmt, action, out)
         elapsed = time.perf_counter() - started
         self.metrics.observe_turn(operation, self.front, "ok", elapsed)
-        if log.isEnabledFor(logging.DEBUG):
+        if self.log_turns:
             log.debug(
                 "turn",
                 extra={
@@ -327,13 +329,20 @@ class RpcApi:
         await respond(send, 200, content_type, payload)
 
     @staticmethod
-    def _canonical(scope: Scope, pairs: list[query.Pair], body: bytes) -> list[str]:
-        """The signed parameters as canonical pieces, from the wire when it is canonical."""
-        pieces = query.canonical_pieces(scope["query_string"], exclude="Signature")
-        if pieces is not None and body:
-            # Form parameters are signed too; they are rarely canonical text.
-            pieces = None
-        return pieces if pieces is not None else query.canonical(pairs, exclude="Signature")
+    def _canonical(scope: Scope, form: bytes) -> list[str]:
+        """The signed parameters (query and form) as canonical `name=value` pieces.
+
+        Taken from the wire as they are when the wire text is canonical (the
+        core SDK's case); otherwise every decoded pair is encoded again.
+        """
+        raw = scope["query_string"]
+        pieces = None if form else query.canonical_pieces(raw, exclude="Signature")
+        if pieces is not None:
+            return pieces
+        pairs = query.pairs(raw, "query string")
+        if form:
+            pairs += query.pairs(form, "form body")
+        return query.canonical(pairs, exclude="Signature")
 
     async def _body(self, receive: Receive, headers: Mapping[str, str]) -> bytes:
         declared = headers.get("content-length")

@@ -134,8 +134,15 @@ def _done(
     silences: int | None = None,
     asking_back: bool | None = None,
 ) -> Done:
-    new_state = state.evolve(
-        last_reply=reply, unrecognized=unrecognized, silences=silences, asking_back=asking_back
+    # Built positionally: this runs on every turn (see DialogueState.evolve).
+    new_state = DialogueState(
+        state.variables,
+        reply,
+        state.unrecognized if unrecognized is None else unrecognized,
+        state.silences if silences is None else silences,
+        state.asking_back if asking_back is None else asking_back,
+        state.bot_state,
+        state.turn,
     )
     return Done(reply, new_state, outcome)
 
@@ -156,7 +163,15 @@ def begin(cfg: NavigationConfig, request: BeginDialogue) -> Step:
 
 def handle(cfg: NavigationConfig, state: DialogueState, op: Dialogue | CollectedNumber) -> Step:
     """An utterance or collected digits."""
-    state = state.evolve(turn=state.turn + 1, silences=0)
+    state = DialogueState(
+        state.variables,
+        state.last_reply,
+        state.unrecognized,
+        0,  # any caller input resets the silence count
+        state.asking_back,
+        state.bot_state,
+        state.turn + 1,
+    )
     if isinstance(op, CollectedNumber):
         if not op.number:
             return _unrecognized(cfg, state)

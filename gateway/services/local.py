@@ -74,13 +74,17 @@ class LocalDialogueService:
             self.sessions.add(session, instance.concurrency)
             return TurnResult(done.reply, done.outcome)
 
-        if self.instances.get(instance_id) is None and self.sessions.peek(key) is None:
-            raise errors.InstanceNotFound()
-        if isinstance(op, EndDialogue):
-            self.sessions.remove(key)
-            return TurnResult(None, None)
-
-        session = self.sessions.get(key, now)
+        try:
+            if isinstance(op, EndDialogue):
+                self.sessions.remove(key)
+                return TurnResult(None, None)
+            session = self.sessions.get(key, now)
+        except errors.ConversationNotFound:
+            # A live conversation outlives its instance; an unknown one is
+            # reported against the instance first, as the API documents.
+            if self.instances.get(instance_id) is None:
+                raise errors.InstanceNotFound() from None
+            raise
         instance = session.instance
         cfg = instance.navigation
         if isinstance(op, SilenceTimeout):

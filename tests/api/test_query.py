@@ -13,7 +13,7 @@ from gateway.net.signing import percent_encode
 
 
 def test_parse_decodes_percent_and_plus_and_keeps_blanks() -> None:
-    pairs = query.parse(b"a=1&SignatureType=&u=%E4%BD%A0+x&&b", "q")
+    pairs = query.pairs(b"a=1&SignatureType=&u=%E4%BD%A0+x&&b", "q")
     assert [(n, v) for n, v, _, _ in pairs] == [
         ("a", "1"),
         ("SignatureType", ""),
@@ -26,6 +26,8 @@ def test_parse_decodes_percent_and_plus_and_keeps_blanks() -> None:
 def test_parse_refuses_bytes_that_are_not_utf8(raw: bytes) -> None:
     with pytest.raises(errors.InvalidParameter):
         query.parse(raw, "q")
+    with pytest.raises(errors.InvalidParameter):
+        query.pairs(raw, "q")
 
 
 @pytest.mark.parametrize(
@@ -41,7 +43,7 @@ def test_parse_refuses_bytes_that_are_not_utf8(raw: bytes) -> None:
     ],
 )
 def test_canonical_equals_encoding_the_decoded_values(wire: str) -> None:
-    pairs = query.parse(wire.encode(), "q")
+    pairs = query.pairs(wire.encode(), "q")
     expected = [
         f"{percent_encode(n)}={percent_encode(v)}" for n, v, _, _ in pairs if n != "Signature"
     ]

@@ -27,6 +27,7 @@ from gateway import errors
 from gateway.api import formats, query
 from gateway.api.auth import Authenticator
 from gateway.asgi import Receive, Scope, Send, respond
+from gateway.dialogue.navigator import Done
 from gateway.dialogue.operations import (
     EMPTY_VARS,
     BeginDialogue,
@@ -37,7 +38,6 @@ from gateway.dialogue.operations import (
     SilenceTimeout,
 )
 from gateway.metrics import Metrics
-from gateway.services.local import TurnResult
 
 log = logging.getLogger("gateway.rpc")
 
@@ -55,8 +55,10 @@ MAX_CONTEXT_KEYS = 64
 MAX_CONTEXT_KEY_CHARS = 64
 _DTMF = frozenset("0123456789*#ABCDabcd")
 
-Service = Callable[[str, str, Operation, bool], Awaitable[TurnResult]]
-SyncService = Callable[[str, str, Operation, bool], TurnResult]
+# A dialogue service runs one operation: the navigator's step, or None for
+# EndDialogue, which has no reply.
+Service = Callable[[str, str, Operation, bool], Awaitable[Done | None]]
+SyncService = Callable[[str, str, Operation, bool], Done | None]
 
 # Headers the API reads when the request is not ACS3-signed.
 _USED_HEADERS = tuple(
@@ -235,7 +237,12 @@ class RpcApi:
                     code="UnsupportedHTTPMethod",
                 )
             headers = _headers(scope)
-            body = await self._body(receive, headers)
+            # No Content-Length and no Transfer-Encoding: no body to wait for.
+            body = (
+                await self._body(receive, headers)
+                if "content-length" in headers or "transfer-encoding" in headers
+                else b""
+            )
             params = query.parse(scope["query_string"], "query string")
             form = body and headers.get("content-type", "").startswith(
                 "application/x-www-form-urlencoded"
@@ -294,7 +301,7 @@ class RpcApi:
             )
             return
 
-        reply = result.reply
+        reply = None if result is None else result.reply
         if reply is None:
             out: dict[str, Any] = {"RequestId": request_id}
         else:
@@ -320,7 +327,7 @@ class RpcApi:
                         "conversation": conversation_id,
                         "operation": operation,
                         "debug": spec.debug,
-                        "outcome": result.outcome,
+                        "outcome": None if result is None else result.outcome,
                         "action": reply.action.value if reply else None,
                         "seconds": round(elapsed, 6),
                     }
@@ -346,8 +353,6 @@ class RpcApi:
 
     async def _body(self, receive: Receive, headers: Mapping[str, str]) -> bytes:
         declared = headers.get("content-length")
-        if declared is None and "transfer-encoding" not in headers:
-            return b""  # no body (a plain GET): nothing to wait for
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise errors.InvalidParameter(f"The request body exceeds {self.max_body} bytes.")
         chunks: list[bytes] = []

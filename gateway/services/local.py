@@ -10,27 +10,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import NamedTuple
 
 from gateway import errors
 from gateway.dialogue import navigator
-from gateway.dialogue.navigator import AskBot, Done, Outcome
+from gateway.dialogue.navigator import AskBot, Done
 from gateway.dialogue.operations import (
     BeginDialogue,
     CollectedNumber,
     Dialogue,
     EndDialogue,
     Operation,
-    Reply,
     SilenceTimeout,
 )
 from gateway.store.instances import Instance, InstanceRegistry
 from gateway.store.sessions import Session, SessionStore
-
-
-class TurnResult(NamedTuple):
-    reply: Reply | None  # None for EndDialogue
-    outcome: Outcome | None
 
 
 class LocalDialogueService:
@@ -58,7 +51,7 @@ class LocalDialogueService:
 
     def run_sync(
         self, instance_id: str, conversation_id: str, op: Operation, debug: bool = False
-    ) -> TurnResult:
+    ) -> Done | None:
         now = self.clock()
         key = (instance_id, conversation_id)
         if isinstance(op, BeginDialogue):
@@ -72,12 +65,12 @@ class LocalDialogueService:
                 key, instance, done.state, now, op.calling_number, op.called_number, debug
             )
             self.sessions.add(session, instance.concurrency)
-            return TurnResult(done.reply, done.outcome)
+            return done
 
         try:
             if isinstance(op, EndDialogue):
                 self.sessions.remove(key)
-                return TurnResult(None, None)
+                return None
             session = self.sessions.get(key, now)
         except errors.ConversationNotFound:
             # A live conversation outlives its instance; an unknown one is
@@ -94,11 +87,11 @@ class LocalDialogueService:
         else:  # pragma: no cover - Operation is a closed union
             raise errors.InternalServerError()
         session.state = done.state
-        return TurnResult(done.reply, done.outcome)
+        return done
 
     async def run(
         self, instance_id: str, conversation_id: str, op: Operation, debug: bool = False
-    ) -> TurnResult:
+    ) -> Done | None:
         return self.run_sync(instance_id, conversation_id, op, debug)
 
     def expire(self) -> int:

@@ -91,6 +91,10 @@ class Metrics(Collector):
             for outcome in OUTCOMES:
                 self._series(TurnKey(op, front, outcome))
 
+    def series(self, operation: str, front: str, outcome: str) -> Series:
+        """The histogram series for one label set, for callers that bind it once."""
+        return self._series(TurnKey(operation, front, outcome))
+
     def _series(self, key: TurnKey) -> Series:
         series = self._turns.get(key)
         if series is None:

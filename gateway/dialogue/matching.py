@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 
@@ -65,13 +65,17 @@ def _phrase_pattern(phrase: str) -> str:
     return f"{left}{re.escape(phrase)}{right}"
 
 
+def _no_match(text: str) -> None:
+    return None
+
+
 class PhraseSet:
     """A compiled list of phrases; `matches` takes an already normalised text.
 
     All phrases are one regular expression, so a match is one scan in C.
     """
 
-    __slots__ = ("_phrases", "_regex")
+    __slots__ = ("_phrases", "_regex", "search")
 
     def __init__(self, phrases: Iterable[str]) -> None:
         normalized = {normalize(p) for p in phrases}
@@ -83,9 +87,14 @@ class PhraseSet:
             if self._phrases
             else None
         )
+        # The compiled pattern's own search (a match or None): the turn path
+        # calls it directly, without a Python frame in between.
+        self.search: Callable[[str], object] = (
+            self._regex.search if self._regex is not None else _no_match
+        )
 
     def matches(self, text: str) -> bool:
-        return self._regex is not None and self._regex.search(text) is not None
+        return self.search(text) is not None
 
     def __bool__(self) -> bool:
         return bool(self._phrases)

@@ -186,11 +186,11 @@ def handle(cfg: NavigationConfig, state: DialogueState, op: Dialogue | Collected
     if not text:
         return _unrecognized(cfg, state)
 
-    if cfg.repeating.phrases.matches(text) and state.last_reply is not None:
+    if cfg.repeating.phrases.search(text) is not None and state.last_reply is not None:
         return Done(state.last_reply, state, "repeat")
 
     c = cfg.complaining
-    if c.phrases.matches(text):
+    if c.phrases.search(text) is not None:
         reply = _reply(cfg, state, c.prompt, c.action, c.action_params, False)
         return _done(state, reply, "complaint", unrecognized=0, asking_back=False)
 
@@ -198,7 +198,7 @@ def handle(cfg: NavigationConfig, state: DialogueState, op: Dialogue | Collected
     if (
         state.asking_back
         and a.enable_negative_feedback
-        and a.negative_feedback_phrases.matches(text)
+        and a.negative_feedback_phrases.search(text) is not None
     ):
         reply = _reply(
             cfg,

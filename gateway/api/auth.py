@@ -120,6 +120,8 @@ class Authenticator:
 
     def __init__(self, keys: Mapping[str, AccessKey], window: float, max_nonces: int) -> None:
         self.keys = dict(keys)
+        # Each key's HMAC state, prepared once and copied per request.
+        self._v1_keys = {k.id: signing.rpc_v1_key(k.secret) for k in self.keys.values()}
         self.window = window
         self.nonces = NonceCache(window, max_nonces)
 
@@ -142,11 +144,11 @@ class Authenticator:
         method: str,
         params: Mapping[str, str],
         now: float,
-        pieces: list[str] | None = None,
+        canonical_query: str | None = None,
     ) -> AccessKey:
-        """`pieces`: the parameters as canonical `name=value` text, Signature
-        excluded, if the caller has them (gateway.api.query); else built from
-        `params`."""
+        """`canonical_query`: the sorted canonical query of the signed
+        parameters, if the caller has it (gateway.api.query); else it is
+        built from `params`."""
         signature = params.get("Signature")
         key_id = params.get("AccessKeyId")
         if not signature or not key_id:
@@ -156,11 +158,11 @@ class Authenticator:
         if params.get("SignatureVersion", "1.0") != "1.0":
             raise errors.IncompleteSignature("SignatureVersion must be 1.0.")
         key = self._key(key_id)
-        if pieces is None:
+        if canonical_query is None:
             string_to_sign = signing.rpc_v1_string_to_sign(method, params)
         else:
-            string_to_sign = signing.rpc_v1_string_to_sign_pieces(method, pieces)
-        expected = signing.rpc_v1_sign(key.secret, string_to_sign)
+            string_to_sign = signing.rpc_v1_string_to_sign_query(method, canonical_query)
+        expected = signing.rpc_v1_sign_with(self._v1_keys[key.id], string_to_sign)
         # A '+' in an unencoded signature arrives as a space after form decoding.
         if not hmac.compare_digest(expected, signature.replace(" ", "+")):
             raise _mismatch(string_to_sign)

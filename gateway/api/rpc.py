@@ -338,16 +338,16 @@ class RpcApi:
         await respond(send, 200, content_type, payload)
 
     @staticmethod
-    def _canonical(scope: Scope, form: bytes) -> list[str]:
-        """The signed parameters (query and form) as canonical `name=value` pieces.
+    def _canonical(scope: Scope, form: bytes) -> str:
+        """The sorted canonical query of the signed parameters (query and form).
 
-        Taken from the wire as they are when the wire text is canonical (the
+        Taken from the wire as it is when the wire text is canonical (the
         core SDK's case); otherwise every decoded pair is encoded again.
         """
         raw = scope["query_string"]
-        pieces = None if form else query.canonical_pieces(raw, exclude="Signature")
-        if pieces is not None:
-            return pieces
+        fast = None if form else query.canonical_from_wire(raw, exclude="Signature")
+        if fast is not None:
+            return fast
         pairs = query.pairs(raw, "query string")
         if form:
             pairs += query.pairs(form, "form body")

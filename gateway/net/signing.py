@@ -50,28 +50,43 @@ def canonical_query(params: Iterable[tuple[str, str]]) -> str:
 # -- RPC v1 -----------------------------------------------------------------
 
 
+def join_canonical(pieces: list[str]) -> str:
+    """Canonical `name=value` pieces, sorted by name then value, joined by '&'.
+
+    Plain string order would put "a-b=1" before "a=2" ('-' < '='); with '='
+    swapped for NUL, the lowest character, plain sorting orders by name
+    first. One replace over the joined text instead of a key per piece.
+    """
+    swapped = "&".join(pieces).replace("=", "\x00").split("&")
+    swapped.sort()
+    return "&".join(swapped).replace("\x00", "=")
+
+
 def rpc_v1_string_to_sign(method: str, params: Mapping[str, str]) -> str:
     pieces = [
         f"{percent_encode(k)}={percent_encode(v)}" for k, v in params.items() if k != "Signature"
     ]
-    return rpc_v1_string_to_sign_pieces(method, pieces)
+    return rpc_v1_string_to_sign_query(method, join_canonical(pieces))
 
 
-def _piece_order(piece: str) -> str:
-    # Sorting "name=value" pieces must order by name, then value: with "="
-    # as the lowest character, "a=1" sorts before "a-b=1" as ("a", ..) does.
-    return piece.replace("=", "\x00", 1)
+def rpc_v1_string_to_sign_query(method: str, canonical_query: str) -> str:
+    """The string to sign from the sorted canonical query (`join_canonical`)."""
+    return f"{method.upper()}&%2F&{_encode_canonical(canonical_query)}"
 
 
-def rpc_v1_string_to_sign_pieces(method: str, pieces: list[str]) -> str:
-    """The string to sign from already canonical `name=value` pieces."""
-    query = "&".join(sorted(pieces, key=_piece_order))
-    return f"{method.upper()}&%2F&{_encode_canonical(query)}"
+def rpc_v1_key(secret: str) -> hmac.HMAC:
+    """The HMAC-SHA1 keyed with `secret + "&"`, ready to copy per request."""
+    return hmac.new(f"{secret}&".encode(), digestmod=hashlib.sha1)
+
+
+def rpc_v1_sign_with(key: hmac.HMAC, string_to_sign: str) -> str:
+    h = key.copy()
+    h.update(string_to_sign.encode())
+    return base64.b64encode(h.digest()).decode()
 
 
 def rpc_v1_sign(secret: str, string_to_sign: str) -> str:
-    digest = hmac.digest(f"{secret}&".encode(), string_to_sign.encode(), "sha1")
-    return base64.b64encode(digest).decode()
+    return rpc_v1_sign_with(rpc_v1_key(secret), string_to_sign)
 
 
 def rpc_v1_signature(secret: str, method: str, params: Mapping[str, str]) -> str:

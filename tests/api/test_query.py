@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from gateway import errors
 from gateway.api import query
-from gateway.net.signing import percent_encode
+from gateway.net.signing import join_canonical, percent_encode
 
 
 def test_parse_decodes_percent_and_plus_and_keeps_blanks() -> None:
@@ -44,31 +44,39 @@ def test_parse_refuses_bytes_that_are_not_utf8(raw: bytes) -> None:
 )
 def test_canonical_equals_encoding_the_decoded_values(wire: str) -> None:
     pairs = query.pairs(wire.encode(), "q")
-    expected = [
-        f"{percent_encode(n)}={percent_encode(v)}" for n, v, _, _ in pairs if n != "Signature"
-    ]
+    expected = join_canonical(
+        [f"{percent_encode(n)}={percent_encode(v)}" for n, v, _, _ in pairs if n != "Signature"]
+    )
     assert query.canonical(pairs, exclude="Signature") == expected
-    # The whole-query shortcut agrees whenever it applies.
-    pieces = query.canonical_pieces(wire.encode(), exclude="Signature")
-    assert pieces is None or pieces == expected
+    # The wire shortcut agrees whenever it applies.
+    fast = query.canonical_from_wire(wire.encode(), exclude="Signature")
+    assert fast is None or fast == expected
 
 
 @pytest.mark.parametrize(
     ("wire", "applies"),
     [
-        (b"A=1&Timestamp=2026-11-22T04%3A19%3A00Z&Signature=x%2By", True),
+        (b"Timestamp=2026-11-22T04%3A19%3A00Z&Signature=x%2By&A=1", True),
+        (b"Signature=x&Timestamp=2026-11-22T04%3A19%3A00Z&A=1", True),
+        (b"Timestamp=2026-11-22T04%3A19%3A00Z&A=1&Signature=", True),
         (b"u=%e4", False),
         (b"u=a+b", False),
         (b"u=a=b", False),
         (b"flag&x=1", False),
+        (b"x=1&&y=2", False),
+        (b"=1&x=2", False),
         (b"u=%41", False),
     ],
 )
-def test_canonical_pieces_only_for_canonical_text(wire: bytes, applies: bool) -> None:
-    pieces = query.canonical_pieces(wire, exclude="Signature")
-    assert (pieces is not None) == applies
-    if pieces is not None:
-        assert pieces == ["A=1", "Timestamp=2026-11-22T04%3A19%3A00Z"]
+def test_canonical_from_wire_only_for_canonical_text(wire: bytes, applies: bool) -> None:
+    fast = query.canonical_from_wire(wire, exclude="Signature")
+    assert (fast is not None) == applies
+    if fast is not None:
+        assert fast == "A=1&Timestamp=2026-11-22T04%3A19%3A00Z"
+
+
+def test_canonical_from_wire_keeps_a_name_that_only_ends_like_the_excluded_one() -> None:
+    assert query.canonical_from_wire(b"XSignature=1&Signature=2", "Signature") == "XSignature=1"
 
 
 ESCAPES = st.sampled_from(
@@ -88,3 +96,17 @@ def test_fast_decode_equals_unquote_plus(parts: list[str]) -> None:
     except UnicodeDecodeError:
         got = None
     assert got == expected
+
+
+NAMES = st.text(alphabet="AZaz09-_.~", min_size=1, max_size=4)
+
+
+@given(st.lists(st.tuples(NAMES, st.text(max_size=8)), max_size=8), st.booleans())
+def test_wire_shortcut_agrees_with_reencoding(params: list[tuple[str, str]], plus: bool) -> None:
+    wire = "&".join(f"{percent_encode(n)}={percent_encode(v)}" for n, v in params)
+    if plus:
+        wire = wire.replace("%20", "+")  # the form-encoding spelling: not canonical
+    raw = wire.encode()
+    fast = query.canonical_from_wire(raw, exclude="Signature")
+    if fast is not None:
+        assert fast == query.canonical(query.pairs(raw, "q"), exclude="Signature")

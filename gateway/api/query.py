@@ -42,6 +42,17 @@ def _decode(raw: str) -> str:
         raw = raw.replace("+", " ")
     if "%" not in raw:
         return raw
+    if len(raw) % 3 == 0 and raw[::3] == "%" * (len(raw) // 3):
+        # Escapes only (how SDKs send Chinese text): straight from hex, when
+        # every escape has two hex digits (fromhex would skip white space).
+        digits = raw.replace("%", "")
+        if len(digits) * 3 == len(raw) * 2 and digits.isalnum():
+            try:
+                return bytes.fromhex(digits).decode("utf-8")
+            except UnicodeDecodeError:
+                raise
+            except ValueError:
+                pass  # not hex: the general path below handles it
     if "\\" not in raw:
         try:
             latin = raw.replace("%", "\\x").encode("ascii").decode("unicode_escape")

@@ -80,7 +80,24 @@ def test_canonical_from_wire_keeps_a_name_that_only_ends_like_the_excluded_one()
 
 
 ESCAPES = st.sampled_from(
-    ["%E4", "%BD", "%A0", "%20", "%2b", "%4", "%zz", "%", "+", "\\", "a", "~", "%C3%A9"]
+    [
+        "%E4",
+        "%BD",
+        "%A0",
+        "%20",
+        "%2b",
+        "%4",
+        "%zz",
+        "%",
+        "%%",
+        "+",
+        "\\",
+        "a",
+        "~",
+        "%C3%A9",
+        "%%%ABCDEF",
+        "% A",
+    ]
 )
 
 

@@ -26,6 +26,11 @@ from gateway.store.instances import Instance, InstanceRegistry
 from gateway.store.sessions import Session, SessionStore
 
 
+# A tuple, not `Dialogue | CollectedNumber`: the union would be built anew on
+# every call.
+_CALLER_INPUT = (Dialogue, CollectedNumber)
+
+
 class LocalDialogueService:
     def __init__(
         self,
@@ -82,7 +87,7 @@ class LocalDialogueService:
         cfg = instance.navigation
         if isinstance(op, SilenceTimeout):
             done = navigator.silence(cfg, session.state, op)
-        elif isinstance(op, Dialogue | CollectedNumber):
+        elif isinstance(op, _CALLER_INPUT):
             done = self._finish(instance, navigator.handle(cfg, session.state, op))
         else:  # pragma: no cover - Operation is a closed union
             raise errors.InternalServerError()

@@ -25,7 +25,6 @@ from gateway.dialogue.operations import (
 from gateway.store.instances import Instance, InstanceRegistry
 from gateway.store.sessions import Session, SessionStore
 
-
 # A tuple, not `Dialogue | CollectedNumber`: the union would be built anew on
 # every call.
 _CALLER_INPUT = (Dialogue, CollectedNumber)

@@ -42,8 +42,8 @@ Service = Callable[[str, str, Operation, bool], Awaitable[Done | None]]
 SyncService = Callable[[str, str, Operation, bool], Done | None]
 
 # Headers the API reads when the request is not ACS3-signed.
-_USED_HEADERS = tuple(
-    (name.encode(), name)
+_USED_HEADERS = {
+    name.encode(): name
     for name in (
         "content-type",
         "content-length",
@@ -51,7 +51,7 @@ _USED_HEADERS = tuple(
         "x-acs-action",
         "x-acs-version",
     )
-)
+}
 
 
 # -- the ASGI callable ----------------------------------------------------------
@@ -63,9 +63,15 @@ def _headers(scope: Scope) -> dict[str, str]:
     An ACS3 request may sign any header, so then all of them are decoded;
     otherwise only the handful the API reads.
     """
-    raw: dict[bytes, bytes] = dict(scope["headers"])
-    if b"authorization" not in raw:
-        return {name: raw[key].decode("latin-1") for key, name in _USED_HEADERS if key in raw}
+    used: dict[str, str] = {}
+    for key, value in scope["headers"]:
+        name = _USED_HEADERS.get(key)
+        if name is not None:
+            used[name] = value.decode("latin-1")
+        elif key == b"authorization":
+            break
+    else:
+        return used
     out: dict[str, str] = {}
     for name, value in scope["headers"]:
         n = name.decode("latin-1")

@@ -96,6 +96,10 @@ class Done(NamedTuple):
 
 
 class AskBot(NamedTuple):
+    """A question for the bot. `state` is the conversation before this turn's
+    input: `resume` applies the input (next turn, silence count reset) when
+    it builds the one new state, so the common path builds no state twice."""
+
     query: BotQuery
     state: DialogueState
     purpose: Purpose
@@ -133,6 +137,7 @@ def _done(
     unrecognized: int | None = None,
     silences: int | None = None,
     asking_back: bool | None = None,
+    turn: int | None = None,
 ) -> Done:
     # Built positionally: this runs on every turn (see DialogueState.evolve).
     new_state = DialogueState(
@@ -142,9 +147,23 @@ def _done(
         state.silences if silences is None else silences,
         state.asking_back if asking_back is None else asking_back,
         state.bot_state,
-        state.turn,
+        state.turn if turn is None else turn,
     )
     return Done(reply, new_state, outcome)
+
+
+def _input_state(state: DialogueState) -> DialogueState:
+    """The conversation once the caller's input arrives: the next turn, and
+    the silence count reset (any input ends a silence)."""
+    return DialogueState(
+        state.variables,
+        state.last_reply,
+        state.unrecognized,
+        0,
+        state.asking_back,
+        state.bot_state,
+        state.turn + 1,
+    )
 
 
 def begin(cfg: NavigationConfig, request: BeginDialogue) -> Step:
@@ -163,34 +182,25 @@ def begin(cfg: NavigationConfig, request: BeginDialogue) -> Step:
 
 def handle(cfg: NavigationConfig, state: DialogueState, op: Dialogue | CollectedNumber) -> Step:
     """An utterance or collected digits."""
-    state = DialogueState(
-        state.variables,
-        state.last_reply,
-        state.unrecognized,
-        0,  # any caller input resets the silence count
-        state.asking_back,
-        state.bot_state,
-        state.turn + 1,
-    )
+    turn = state.turn + 1
     if isinstance(op, CollectedNumber):
         if not op.number:
-            return _unrecognized(cfg, state)
-        query = BotQuery(
-            "digits", op.number, op.number, state.variables, state.bot_state, state.turn
-        )
+            return _unrecognized(cfg, _input_state(state))
+        query = BotQuery("digits", op.number, op.number, state.variables, state.bot_state, turn)
         return AskBot(query, state, "answer")
 
     if op.variables:
         state = state.evolve(variables=_merge(state.variables, op.variables))
     text = normalize(op.utterance)
     if not text:
-        return _unrecognized(cfg, state)
+        return _unrecognized(cfg, _input_state(state))
 
     if cfg.repeating.phrases.search(text) is not None and state.last_reply is not None:
-        return Done(state.last_reply, state, "repeat")
+        return Done(state.last_reply, _input_state(state), "repeat")
 
     c = cfg.complaining
     if c.phrases.search(text) is not None:
+        state = _input_state(state)
         reply = _reply(cfg, state, c.prompt, c.action, c.action_params, False)
         return _done(state, reply, "complaint", unrecognized=0, asking_back=False)
 
@@ -200,6 +210,7 @@ def handle(cfg: NavigationConfig, state: DialogueState, op: Dialogue | Collected
         and a.enable_negative_feedback
         and a.negative_feedback_phrases.search(text) is not None
     ):
+        state = _input_state(state)
         reply = _reply(
             cfg,
             state,
@@ -210,7 +221,7 @@ def handle(cfg: NavigationConfig, state: DialogueState, op: Dialogue | Collected
         )
         return _done(state, reply, "negative_feedback", unrecognized=0, asking_back=False)
 
-    query = BotQuery("utterance", op.utterance, text, state.variables, state.bot_state, state.turn)
+    query = BotQuery("utterance", op.utterance, text, state.variables, state.bot_state, turn)
     return AskBot(query, state, "answer")
 
 
@@ -231,13 +242,22 @@ def resume(cfg: NavigationConfig, step: AskBot, answer: BotAnswer | None) -> Don
             reply = _answer_reply(cfg, state, answer, asking_back=False)
         return _done(state, reply, "greeting")
 
+    # An answer to the caller's input: apply the input's effects now.
     if answer is None:
-        return _unrecognized(cfg, state)
+        return _unrecognized(cfg, _input_state(state))
     asking_back = (
         cfg.asking_back.enabled and answer.action is Action.BROADCAST and not answer.expects_input
     )
     reply = _answer_reply(cfg, state, answer, asking_back)
-    return _done(state, reply, "answer", unrecognized=0, asking_back=asking_back)
+    return _done(
+        state,
+        reply,
+        "answer",
+        unrecognized=0,
+        silences=0,
+        asking_back=asking_back,
+        turn=state.turn + 1,
+    )
 
 
 def _answer_reply(

@@ -24,6 +24,7 @@ class Template:
     # in field order: rendering is one C-level format call.
     pattern: str = ""
     names: tuple[str, ...] = ()
+    blanks: tuple[str, ...] = ()  # one "" per name: the default for a missing one
 
     @property
     def is_plain(self) -> bool:
@@ -32,8 +33,8 @@ class Template:
     def render(self, variables: Mapping[str, str]) -> str:
         if not self.names:
             return self.source
-        get = variables.get
-        return self.pattern.format(*[get(name, "") for name in self.names])
+        # map() over the C method `get` renders without a Python frame per name.
+        return self.pattern.format(*map(variables.get, self.names, self.blanks))
 
     def __str__(self) -> str:
         return self.source
@@ -64,7 +65,7 @@ def compile_template(source: str) -> Template:
         f"{{{i // 2}}}" if i % 2 else part.replace("{", "{{").replace("}", "}}")
         for i, part in enumerate(parts)
     )
-    return Template(source, tuple(parts), pattern, names)
+    return Template(source, tuple(parts), pattern, names, ("",) * len(names))
 
 
 def variable_names(template: Template) -> tuple[str, ...]:

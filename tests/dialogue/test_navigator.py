@@ -239,3 +239,26 @@ def test_threshold_non_matches_always_reach_the_final_action(
         outcomes.append(done.outcome)
         state = done.state
     assert "unrecognized_final" in outcomes
+
+
+def test_every_operation_advances_the_turn_and_input_resets_silence() -> None:
+    state = begin().state
+    assert state.turn == 1
+    quiet = navigator.silence(CFG, state, SilenceTimeout()).state
+    assert (quiet.turn, quiet.silences) == (2, 1)
+    steps = [
+        ("answer", lambda s: say(s, "查询余额")),
+        ("unrecognized", lambda s: say(s, "zzz")),
+        ("repeat", lambda s: say(s, "再说一遍")),
+        ("answer", lambda s: press(s, "2")),
+        ("unrecognized", lambda s: press(s, "")),
+        ("complaint", lambda s: say(s, "投诉")),
+    ]
+    s = quiet
+    for expected, step in steps:
+        silent = navigator.silence(CFG, s, SilenceTimeout()).state
+        done = step(silent)
+        assert done.outcome == expected
+        assert done.state.turn == silent.turn + 1
+        assert done.state.silences == 0
+        s = done.state

@@ -94,9 +94,9 @@ def memory_table(m: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "--duration", type=float, default=10.0, help="timed seconds per server, over all rounds"
+        "--duration", type=float, default=18.0, help="timed seconds per server, over all rounds"
     )
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds")
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections")
     parser.add_argument("--conversations", type=int, default=100_000, help="for memory")
     parser.add_argument("--only", choices=("rps", "memory"), help="run one measurement")

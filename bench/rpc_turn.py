@@ -163,7 +163,7 @@ def _median(values: Sequence[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def run(duration: float, connections: int, rounds: int = 5, log: Any = print) -> dict[str, Any]:
+def run(duration: float, connections: int, rounds: int = 9, log: Any = print) -> dict[str, Any]:
     """Interleaved rounds of the three loads; the result is JSON-ready.
 
     All three servers stay up. Each round gives each server `duration /

@@ -116,7 +116,7 @@ def _parse_settings(path: Path, data: dict[str, Any]) -> Settings:
         log_level=log_level,
         auth_enabled=auth_enabled,
         timestamp_window=auth.integer("timestamp_window_seconds", 1, 86_400, 900),
-        max_nonces=auth.integer("max_nonces", 1_000, 100_000_000, 2_000_000),
+        max_nonces=auth.integer("max_nonces", 1_000, 100_000_000, 1_000_000),
         access_keys=tuple(keys),
         idle_timeout=sessions.integer("idle_timeout_seconds", 1, 7 * 86_400, 3_600),
         sweep_interval=sessions.integer("sweep_interval_seconds", 1, 3_600, 30),

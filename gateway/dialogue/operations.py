@@ -60,16 +60,6 @@ class EndDialogue(NamedTuple):
 
 Operation = BeginDialogue | Dialogue | CollectedNumber | SilenceTimeout | EndDialogue
 
-OPERATION_NAMES: Mapping[type, str] = MappingProxyType(
-    {
-        BeginDialogue: "BeginDialogue",
-        Dialogue: "Dialogue",
-        CollectedNumber: "CollectedNumber",
-        SilenceTimeout: "SilenceTimeout",
-        EndDialogue: "EndDialogue",
-    }
-)
-
 
 class Reply(NamedTuple):
     """What the caller hears next and what the switch does after it.
@@ -85,7 +75,3 @@ class Reply(NamedTuple):
     interruptible: bool = True
     action_params: str = "{}"
     wait_seconds: int = 10
-
-    @property
-    def ends_dialogue(self) -> bool:
-        return self.action is not Action.BROADCAST

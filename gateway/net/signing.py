@@ -22,7 +22,6 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import quote
 
 ACS3 = "ACS3-HMAC-SHA256"
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9\-_.~]*")

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gateway.bots.rules import RulesBot, build_rules_bot
+from gateway.bots.rules import build_rules_bot
+from gateway.dialogue.bot import SyncBot
 from gateway.dialogue.config import ConfigProblem, NavigationConfig, Reader, parse_navigation
 
 MAX_CONCURRENCY = 100_000
@@ -26,7 +27,7 @@ class Instance:
     concurrency: int
     status: Status
     navigation: NavigationConfig
-    bot: RulesBot
+    bot: SyncBot
 
     def __repr__(self) -> str:
         return (

@@ -99,9 +99,6 @@ class SessionStore:
         sessions[key] = session
         return session
 
-    def peek(self, key: Key) -> Session | None:
-        return self._sessions.get(key)
-
     def remove(self, key: Key) -> Session:
         session = self._sessions.pop(key, None)
         if session is None:

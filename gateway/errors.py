@@ -96,6 +96,63 @@ class ConcurrencyLimitExceeded(GatewayError):
     default_message = "The instance has reached its Concurrency limit of live conversations."
 
 
+# -- backends (bots, remote navigators) ----------------------------------
+# These never reach a caller as such: a dialogue service answers a failed
+# backend with the instance's fallback. `kind` labels the metrics.
+
+
+class BackendError(GatewayError):
+    code = "ServiceUnavailable"
+    status = 503
+    default_message = "A dialogue backend failed."
+    kind = "error"
+    # True when the request may not have reached the server at all (no byte
+    # of it was written), so a retry cannot run the operation twice.
+    retry_safe = False
+
+
+class BackendConnectError(BackendError):
+    """DNS failure, connection refused, TLS handshake failure."""
+
+    kind = "connect"
+    retry_safe = True
+
+
+class BackendTimeout(BackendError):
+    kind = "timeout"
+    code = "ServiceTimeout"
+    status = 504
+
+
+class PoolTimeout(BackendTimeout):
+    """No connection became free within the pool's acquire timeout."""
+
+    kind = "pool_timeout"
+    retry_safe = True
+
+
+class BackendClosed(BackendError):
+    """The connection closed or was reset before the response was complete."""
+
+    kind = "reset"
+
+
+class BackendProtocolError(BackendError):
+    """The server's bytes are not valid HTTP/1.1, or not the shape expected."""
+
+    kind = "protocol"
+
+
+class BackendBodyTooLarge(BackendProtocolError):
+    kind = "too_large"
+
+
+class BackendStatus(BackendError):
+    """The server answered with an HTTP status the caller treats as failure."""
+
+    kind = "status"
+
+
 # -- authentication and authorisation -------------------------------------
 
 

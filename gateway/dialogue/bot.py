@@ -45,3 +45,26 @@ class SyncBot(Protocol):
     """A bot that answers without I/O (the embedded rules bot)."""
 
     def answer(self, query: BotQuery) -> BotAnswer | None: ...
+
+
+class BotContext(NamedTuple):
+    """Which conversation a question belongs to (the navigator does not know)."""
+
+    instance_id: str
+    conversation_id: str
+
+
+class AsyncBot(Protocol):
+    """A bot reached over the network (webhook, LLM).
+
+    `ask` answers within `timeout` seconds or raises a
+    `gateway.errors.BackendError`; `None` means the bot did not understand
+    (an unrecognized turn, not a failure). The dialogue service owns the
+    turn budget, the circuit breaker and the fallback; a bot only talks.
+    """
+
+    name: str
+
+    async def ask(
+        self, query: BotQuery, context: BotContext, timeout: float
+    ) -> BotAnswer | None: ...

@@ -190,6 +190,12 @@ class NonceUsed(AuthError):
     code = "SignatureNonceUsed"
     default_message = "Specified signature nonce was used already."
 
+    def __init__(self, message: str | None = None, *, key_id: str = "", nonce: str = "") -> None:
+        super().__init__(message)
+        # Which key's nonce: a retried turn is recognised by it (calls.idempotency).
+        self.key_id = key_id
+        self.nonce = nonce
+
 
 class Forbidden(AuthError):
     code = "Forbidden.RAM"

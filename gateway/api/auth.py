@@ -98,7 +98,7 @@ class NonceCache:
             raise errors.TimestampExpired()
         entry = f"{key_id}\x00{nonce}"
         if entry in self._seen:
-            raise errors.NonceUsed()
+            raise errors.NonceUsed(key_id=key_id, nonce=nonce)
         self._seen.add(entry)
         order.append((timestamp, entry))
         while len(order) > self.max_entries:

@@ -11,6 +11,10 @@ Rules of this file:
   `{RequestId, HostId, Code, Message}` with the code's HTTP status.
 - The turn path holds no Starlette objects: one parse, one service call, one
   `orjson.dumps`, one histogram observe.
+- A dialogue turn is idempotent by its signature nonce: the same signed
+  request sent again (a client or proxy retry) is answered with the first
+  reply, not run twice and not refused as a replay (calls.idempotency).
+  Unsigned requests get the same with a `SignatureNonce` parameter.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from gateway import errors
 from gateway.api import formats, query
 from gateway.api.actions import DIALOGUE_ACTIONS, MAX_ID_CHARS, required
 from gateway.api.auth import Authenticator
 from gateway.asgi import Receive, Scope, Send, respond
+from gateway.calls.idempotency import KeyReused, TurnCache
 from gateway.dialogue.navigator import Done
 from gateway.dialogue.operations import Operation
 from gateway.metrics import OPERATIONS, Metrics
@@ -39,7 +44,8 @@ MAX_BODY_BYTES = 65_536  # the default of limits.max_body_bytes
 # A dialogue service runs one operation: the navigator's step, or None for
 # EndDialogue, which has no reply.
 Service = Callable[[str, str, Operation, bool], Awaitable[Done | None]]
-SyncService = Callable[[str, str, Operation, bool], Done | None]
+# The same, answering at once when it can: a step, None, or an awaitable of them.
+SyncService = Callable[[str, str, Operation, bool], Done | Awaitable[Done | None] | None]
 
 # Headers the API reads when the request is not ACS3-signed.
 _USED_HEADERS = {
@@ -94,6 +100,7 @@ class RpcApi:
         clock: Callable[[], float] = time.time,
         max_body: int = MAX_BODY_BYTES,
         service_sync: SyncService | None = None,
+        turns: TurnCache | None = None,
     ) -> None:
         self.service = service
         # A service that answers without I/O (the local navigator) also gives
@@ -104,11 +111,13 @@ class RpcApi:
         self.clock = clock
         self.max_body = max_body
         self.request_ids = formats.RequestIds()
+        self.turns = turns if turns is not None else TurnCache()
         # The log level is set once at start-up (gateway.logs.configure).
         self.log_turns = log.isEnabledFor(logging.DEBUG)
         metrics.bind_front(self.front)
         # The series a successful turn lands in, by operation, bound once.
         self._ok = {op: metrics.series(op, self.front, "ok") for op in OPERATIONS}
+        self._fallback = {op: metrics.series(op, self.front, "fallback") for op in OPERATIONS}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -141,23 +150,48 @@ class RpcApi:
             fmt = f  # type: ignore[assignment]
 
             action = params.get("Action") or headers.get("x-acs-action", "")
+            # The turn's idempotency key and the request's fingerprint.
+            turn_key: str | None = None
+            fingerprint: object = None
+            replayed: errors.NonceUsed | None = None
             if self.auth is not None:
                 now = self.clock()
-                if "authorization" in headers:
-                    # ACS3 signs the query string only; the body goes in by its hash.
-                    url_query = [(p[0], p[1]) for p in query.pairs(scope["query_string"], "query")]
-                    key = self.auth.verify_acs3(
-                        scope["method"], scope["path"], url_query, headers, body, now
-                    )
-                else:
-                    key = self.auth.verify_rpc_v1(
-                        scope["method"], params, now, self._canonical(scope, body if form else b"")
-                    )
+                acs3 = "authorization" in headers
+                try:
+                    if acs3:
+                        # ACS3 signs the query string only; the body goes in by its hash.
+                        url_query = [
+                            (p[0], p[1]) for p in query.pairs(scope["query_string"], "query")
+                        ]
+                        key = self.auth.verify_acs3(
+                            scope["method"], scope["path"], url_query, headers, body, now
+                        )
+                    else:
+                        key = self.auth.verify_rpc_v1(
+                            scope["method"],
+                            params,
+                            now,
+                            self._canonical(scope, body if form else b""),
+                        )
+                    nonce = headers["x-acs-signature-nonce"] if acs3 else params["SignatureNonce"]
+                    turn_key = f"{key.id}\x00{nonce}"
+                except errors.NonceUsed as exc:
+                    # Signed correctly, nonce seen before: a retry of a turn
+                    # is answered below, anything else refused.
+                    replayed = exc
+                    key = self.auth.keys[exc.key_id]
+                    turn_key = f"{exc.key_id}\x00{exc.nonce}"
+                fingerprint = headers["authorization"] if acs3 else params["Signature"]
                 if not action:
                     raise errors.MissingParameter("Action")
                 self.auth.authorize(key, action)
             elif not action:
                 raise errors.MissingParameter("Action")
+            else:
+                plain = params.get("SignatureNonce") or headers.get("x-acs-signature-nonce")
+                if plain:
+                    turn_key = f"\x00{plain}"
+                    fingerprint = (scope["query_string"], body)
 
             version = params.get("Version") or headers.get("x-acs-version")
             if not version:
@@ -172,10 +206,28 @@ class RpcApi:
             instance_id = required(params, "InstanceId", MAX_ID_CHARS)
             conversation_id = required(params, "ConversationId", MAX_ID_CHARS)
             op = spec.build(params)
-            if self.service_sync is not None:
-                result = self.service_sync(instance_id, conversation_id, op, spec.debug)
+            if turn_key is None:
+                result = await self._run(instance_id, conversation_id, op, spec.debug)
             else:
-                result = await self.service(instance_id, conversation_id, op, spec.debug)
+                try:
+                    entry, first = self.turns.claim(turn_key, fingerprint)
+                except KeyReused:
+                    raise replayed or errors.NonceUsed() from None
+                if not first:
+                    result = await entry.wait()
+                elif replayed is not None:
+                    # The nonce's first use never reached a turn (it was refused).
+                    raise replayed
+                else:
+                    try:
+                        result = await self._run(instance_id, conversation_id, op, spec.debug)
+                    except errors.GatewayError as exc:
+                        entry.settle(exc)
+                        raise
+                    except BaseException:
+                        entry.settle(errors.InternalServerError())
+                        raise
+                    entry.settle(result)
         except errors.GatewayError as exc:
             await self._error(send, fmt, request_id, exc, operation, started)
             return
@@ -200,7 +252,10 @@ class RpcApi:
             self.metrics.count_reply(reply.action)
         content_type, payload = formats.render(fmt, action, out)
         elapsed = time.perf_counter() - started
-        self._ok[operation].observe(elapsed)
+        if result is not None and result.outcome == "fallback":
+            self._fallback[operation].observe(elapsed)
+        else:
+            self._ok[operation].observe(elapsed)
         if self.log_turns:
             log.debug(
                 "turn",
@@ -219,6 +274,16 @@ class RpcApi:
                 },
             )
         await respond(send, 200, content_type, payload)
+
+    async def _run(
+        self, instance_id: str, conversation_id: str, op: Operation, debug: bool
+    ) -> Done | None:
+        if self.service_sync is None:
+            return await self.service(instance_id, conversation_id, op, debug)
+        result = self.service_sync(instance_id, conversation_id, op, debug)
+        if result is None or type(result) is Done:
+            return result
+        return await cast(Awaitable[Done | None], result)
 
     @staticmethod
     def _canonical(scope: Scope, form: bytes) -> str:

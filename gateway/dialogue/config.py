@@ -10,6 +10,8 @@ Extensions to the seed's shapes, all optional:
 - `GreetingConfig.Interruptible` (default false, as in the seed's examples);
 - `SourceType = "fixed"` plays GreetingWords; `"chatbotIntent"` asks the bot
   with IntentTrigger and falls back to GreetingWords when it has no answer.
+- `FallbackConfig` (Prompt, FinalAction, FinalActionParams, TurnBudget in
+  ms): the reply when a backend fails or misses the turn budget.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ SourceType = Literal["fixed", "chatbotIntent"]
 MAX_THRESHOLD = 100
 MAX_TIMEOUT_SECONDS = 600
 MAX_PROMPT_CHARS = 2000
+DEFAULT_TURN_BUDGET_MS = 1500
+MAX_TURN_BUDGET_MS = 30_000
+DEFAULT_FALLBACK_PROMPT = (
+    "抱歉，系统繁忙，即将为您转接人工。Sorry, our system is busy. Transferring you to an agent."
+)
 
 
 class ConfigProblem(Exception):
@@ -104,6 +111,21 @@ class TTSConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FallbackConfig:
+    """What the caller hears when the bot or remote navigator fails or is late.
+
+    An extension to the seed: `TurnBudget` (milliseconds) bounds a turn that
+    waits on a backend; past it, or on any backend failure, the reply is
+    `Prompt` followed by `FinalAction`.
+    """
+
+    prompt: Template
+    final_action: Action
+    final_action_params: str = "{}"
+    turn_budget_ms: int = DEFAULT_TURN_BUDGET_MS
+
+
+@dataclass(frozen=True, slots=True)
 class NavigationConfig:
     greeting: GreetingConfig
     unrecognizing: UnrecognizingConfig
@@ -112,6 +134,7 @@ class NavigationConfig:
     silence_timeout: SilenceTimeoutConfig
     complaining: ComplainingConfig
     tts: TTSConfig
+    fallback: FallbackConfig
 
 
 # -- validation -----------------------------------------------------------
@@ -299,6 +322,14 @@ def parse_navigation(data: Mapping[str, Any], prefix: str = "") -> NavigationCon
         speech_rate=t.integer("SpeechRate", -500, 500, 0),
     )
 
+    f = root.table("FallbackConfig", required=False)
+    fallback = FallbackConfig(
+        prompt=f.prompt("Prompt", DEFAULT_FALLBACK_PROMPT),
+        final_action=f.action("FinalAction", Action.TRANSFER_TO_AGENT.value),
+        final_action_params=f.action_params("FinalActionParams"),
+        turn_budget_ms=f.integer("TurnBudget", 10, MAX_TURN_BUDGET_MS, DEFAULT_TURN_BUDGET_MS),
+    )
+
     return NavigationConfig(
-        greeting, unrecognizing, repeating, asking_back, silence, complaining, tts
+        greeting, unrecognizing, repeating, asking_back, silence, complaining, tts, fallback
     )

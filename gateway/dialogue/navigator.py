@@ -13,6 +13,9 @@ Rules of this file:
   FinalAction and puts the count back to zero, so a count never passes its
   threshold. A recognised input resets the unrecognized count; any caller
   input (utterance or digits) resets the silence count.
+- Fallback: when the bot fails or misses the turn budget, `fallback` ends
+  the step with FallbackConfig's prompt and final action (a greeting falls
+  back to GreetingWords, as it does when the bot has no answer).
 - Asking back: when the instance enables it and the bot answers with a
   Broadcast, the asking-back prompt is appended to the answer in the same
   reply, and the question stays pending until the caller's next input. One
@@ -49,6 +52,7 @@ Outcome = Literal[
     "unrecognized_final",
     "silence",
     "silence_final",
+    "fallback",
 ]
 Purpose = Literal["greeting", "answer"]
 
@@ -305,3 +309,22 @@ def silence(cfg: NavigationConfig, state: DialogueState, op: SilenceTimeout) -> 
     if final:
         return _done(state, reply, "silence_final", silences=0, asking_back=False)
     return _done(state, reply, "silence", silences=count)
+
+
+def fallback_reply(cfg: NavigationConfig, variables: Mapping[str, str]) -> Reply:
+    """The instance's fallback: an apology, then its final action."""
+    f = cfg.fallback
+    text = f.prompt.render(variables)
+    wait = cfg.silence_timeout.timeout if f.final_action is Action.BROADCAST else 0
+    return Reply(text, f.final_action, False, f.final_action_params, wait)
+
+
+def fallback(cfg: NavigationConfig, step: AskBot) -> Done:
+    """Finish a step whose bot failed or missed the turn budget."""
+    state = step.state
+    if step.purpose == "greeting":
+        g = cfg.greeting
+        reply = _reply(cfg, state, g.greeting_words, Action.BROADCAST, "{}", g.interruptible)
+        return _done(state, reply, "fallback")
+    state = _input_state(state)
+    return _done(state, fallback_reply(cfg, state.variables), "fallback", asking_back=False)

@@ -163,3 +163,43 @@ def sign_acs3_headers(
         f"{ACS3} Credential={key_id},SignedHeaders={';'.join(signed)},Signature={signature}"
     )
     return headers
+
+
+# -- webhook bots: a timestamped HMAC-SHA256 of the body -----------------------
+# The gateway sends, with every webhook request:
+#   X-Ivrgw-Timestamp: <unix seconds>
+#   X-Ivrgw-Delivery:  <an id unique per request>
+#   X-Ivrgw-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<delivery>." + body)>
+# docs/bots.md gives the verification recipe for bot authors.
+
+WEBHOOK_TIMESTAMP = "x-ivrgw-timestamp"
+WEBHOOK_DELIVERY = "x-ivrgw-delivery"
+WEBHOOK_SIGNATURE = "x-ivrgw-signature"
+
+
+def webhook_key(secret: str) -> hmac.HMAC:
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
+
+
+def webhook_signature(key: hmac.HMAC, timestamp: str, delivery: str, body: bytes) -> str:
+    h = key.copy()
+    h.update(f"{timestamp}.{delivery}.".encode())
+    h.update(body)
+    return "v1=" + h.hexdigest()
+
+
+def webhook_verify(
+    secret: str, headers: Mapping[str, str], body: bytes, now: float, window: float = 300.0
+) -> bool:
+    """A bot's check of one request (names lower-case): signature, then freshness.
+
+    Refusing a replayed delivery id within `window` is the bot's part (it
+    keeps the ids it saw for that long).
+    """
+    timestamp = headers.get(WEBHOOK_TIMESTAMP, "")
+    delivery = headers.get(WEBHOOK_DELIVERY, "")
+    given = headers.get(WEBHOOK_SIGNATURE, "")
+    if not timestamp.isdigit() or not delivery:
+        return False
+    expected = webhook_signature(webhook_key(secret), timestamp, delivery, body)
+    return hmac.compare_digest(expected, given) and abs(now - int(timestamp)) <= window

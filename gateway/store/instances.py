@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gateway.bots.rules import build_rules_bot
-from gateway.dialogue.bot import SyncBot
+from gateway.dialogue.bot import AsyncBot, SyncBot
 from gateway.dialogue.config import ConfigProblem, NavigationConfig, Reader, parse_navigation
 
 MAX_CONCURRENCY = 100_000
@@ -27,11 +27,22 @@ class Instance:
     concurrency: int
     status: Status
     navigation: NavigationConfig
-    bot: SyncBot
+    # The embedded rules bot from the instance file, always built.
+    rules: SyncBot
+    # The bot that answers: `chatbot` names a configured bot ([[bots]] in
+    # gateway.toml), "" the embedded rules. The gateway binds the name to
+    # `async_bot` at start-up and on AssociateChatbotInstance.
+    chatbot: str = ""
+    async_bot: AsyncBot | None = None
+    # Remote mode: every operation goes to the named [[remotes]] endpoint,
+    # as `remote_instance_id` there.
+    remote: str = ""
+    remote_instance_id: str = ""
 
     def __repr__(self) -> str:
         return (
-            f"Instance(id={self.instance_id!r}, name={self.name!r}, concurrency={self.concurrency})"
+            f"Instance(id={self.instance_id!r}, name={self.name!r}, "
+            f"concurrency={self.concurrency}, chatbot={self.chatbot!r}, remote={self.remote!r})"
         )
 
 
@@ -45,6 +56,8 @@ def parse_instance(data: Mapping[str, Any]) -> Instance:
     if kind != "rules":
         raise ConfigProblem("bot.kind", f"unknown bot kind {kind!r} (expected rules)")
     enabled = r.boolean("Enabled", True)
+    remote = r.table("remote", required=False)
+    remote_name = remote.text("name", "", max_len=64)
     return Instance(
         instance_id=instance_id,
         name=r.text("Name", instance_id, max_len=128),
@@ -52,7 +65,10 @@ def parse_instance(data: Mapping[str, Any]) -> Instance:
         concurrency=r.integer("Concurrency", 1, MAX_CONCURRENCY, 100),
         status="Published" if enabled else "Disabled",
         navigation=parse_navigation(data),
-        bot=build_rules_bot(bot_table.data),
+        rules=build_rules_bot(bot_table.data),
+        chatbot=r.text("Chatbot", "", max_len=64),
+        remote=remote_name,
+        remote_instance_id=remote.text("instance", instance_id, max_len=128),
     )
 
 

@@ -20,7 +20,9 @@ Key = tuple[str, str]
 
 
 class Session:
-    __slots__ = ("called", "calling", "debug", "instance", "key", "last_seen", "started", "state")
+    __slots__ = (
+        "busy", "called", "calling", "debug", "instance", "key", "last_seen", "started", "state",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -42,6 +44,8 @@ class Session:
         self.calling = calling
         self.called = called
         self.debug = debug
+        # Set while a turn waits on a network bot: later turns wait behind it.
+        self.busy: Any = None
 
     def __repr__(self) -> str:
         return f"Session(key={self.key!r}, turn={self.state.turn}, debug={self.debug})"

@@ -215,7 +215,27 @@ def test_signature_errors(client: Client, gateway: GatewayProcess) -> None:
     assert r.status == 400 and r.json["Code"] == "InvalidTimeStamp.Expired"
 
 
-def test_replayed_nonce_is_refused_and_changes_nothing(client: Client) -> None:
+def test_retried_request_gets_the_first_reply_and_runs_once(client: Client) -> None:
+    conv = conversation_id()
+    begin(client, conv)
+    p = client.signed_v1_params(
+        {"Action": "SilenceTimeout", "InstanceId": "demo", "ConversationId": conv}
+    )
+    target = "/?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in p.items())
+    first = client.raw("GET", target)
+    assert first.status == 200  # silence 1
+    retry = client.raw("GET", target)
+    assert retry.status == 200
+    assert {k: v for k, v in retry.json.items() if k != "RequestId"} == {
+        k: v for k, v in first.json.items() if k != "RequestId"
+    }
+    _, second = turn(client, "SilenceTimeout", conv)
+    assert second["Action"] == "Broadcast"  # silence 2 of 3: the retry did not count
+    _, third = turn(client, "SilenceTimeout", conv)
+    assert third["Action"] == "HangUp"
+
+
+def test_reused_nonce_on_another_request_is_refused_and_changes_nothing(client: Client) -> None:
     conv = conversation_id()
     begin(client, conv)
     p = client.signed_v1_params(
@@ -223,10 +243,15 @@ def test_replayed_nonce_is_refused_and_changes_nothing(client: Client) -> None:
     )
     target = "/?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in p.items())
     assert client.raw("GET", target).status == 200  # silence 1
-    replay = client.raw("GET", target)
-    assert replay.status == 400 and replay.json["Code"] == "SignatureNonceUsed"
+    other = client.signed_v1_params(
+        {"Action": "Dialogue", "InstanceId": "demo", "ConversationId": conv, "Utterance": "hi"},
+        SignatureNonce=p["SignatureNonce"],
+    )
+    target = "/?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in other.items())
+    reused = client.raw("GET", target)
+    assert reused.status == 400 and reused.json["Code"] == "SignatureNonceUsed"
     _, second = turn(client, "SilenceTimeout", conv)
-    assert second["Action"] == "Broadcast"  # silence 2 of 3: the replay did not count
+    assert second["Action"] == "Broadcast"  # silence 2 of 3: the refused request did not count
     r = client.call_acs3(
         "SilenceTimeout",
         {"InstanceId": "demo", "ConversationId": conv},
@@ -234,6 +259,16 @@ def test_replayed_nonce_is_refused_and_changes_nothing(client: Client) -> None:
     )
     # A nonce is single-use per access key, whichever signature kind carries it.
     assert r.status == 400 and r.json["Code"] == "SignatureNonceUsed"
+
+
+def test_replay_of_a_refused_request_is_refused(client: Client) -> None:
+    p = client.signed_v1_params(
+        {"Action": "Dialogue", "InstanceId": "demo", "ConversationId": "nope", "Utterance": "x"}
+    )
+    target = "/?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in p.items())
+    assert client.raw("GET", target).json["Code"] == "InvalidConversationId.NotFound"
+    # The first answer was an error: the retry gets the same error.
+    assert client.raw("GET", target).json["Code"] == "InvalidConversationId.NotFound"
 
 
 def test_read_only_key_cannot_run_dialogue_operations(gateway: GatewayProcess) -> None:

@@ -1,0 +1,1 @@
+"""The bridge between front doors and dialogue services: per-turn idempotency."""

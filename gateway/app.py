@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 
 import orjson
 
 from gateway.api.auth import Authenticator
+from gateway.api.manage import ManagementApi
 from gateway.api.rpc import RpcApi
 from gateway.asgi import ASGIApp, Receive, Scope, Send, respond
+from gateway.bots.llm import LlmBot
+from gateway.bots.webhook import WebhookBot, WebhookConfig
+from gateway.calls.idempotency import TurnCache
+from gateway.dialogue.bot import AsyncBot
 from gateway.metrics import CONTENT_TYPE, Metrics
-from gateway.services.local import LocalDialogueService
+from gateway.net.breaker import Breaker, BreakerCollector
+from gateway.net.pool import Pool, PoolCollector
+from gateway.services.local import LocalDialogueService, RemoteService
+from gateway.services.remote import RemoteDialogueService
 from gateway.settings import Settings
 from gateway.store.instances import Instance, InstanceRegistry
+from gateway.store.outbox import Outbox, OutboxCollector
 from gateway.store.sessions import SessionStore
 
 log = logging.getLogger("gateway.app")
@@ -31,10 +41,55 @@ class Gateway:
 
     def __init__(self, settings: Settings, instances: list[Instance]) -> None:
         self.settings = settings
-        self.instances = InstanceRegistry(instances)
         self.sessions = SessionStore(settings.idle_timeout)
         self.metrics = Metrics(self._live_conversations)
-        self.service = LocalDialogueService(self.instances, self.sessions)
+
+        # Backends: one pooled HTTP client, the configured bots and remote
+        # navigators, a breaker for each, and the outbox when a remote exists.
+        p = settings.pool
+        self.pool = Pool(
+            max_connections=p.max_connections,
+            acquire_timeout=p.acquire_timeout,
+            connect_timeout=p.connect_timeout,
+            idle_timeout=p.idle_timeout,
+            max_body=p.max_body_bytes,
+        )
+        self.bots: dict[str, AsyncBot] = {}
+        for cfg in settings.bots:
+            self.bots[cfg.name] = (
+                WebhookBot(cfg, self.pool)
+                if isinstance(cfg, WebhookConfig)
+                else LlmBot(cfg, self.pool)
+            )
+        b = settings.breaker
+        self.breakers = {name: Breaker(name, b.failures, b.reset_seconds) for name in self.bots}
+        o = settings.outbox
+        self.outbox = (
+            Outbox(o.path, retry_base=o.retry_base, retry_max=o.retry_max, max_age=o.max_age)
+            if settings.remotes
+            else None
+        )
+        self.remotes: dict[str, RemoteService] = {}
+        remote_breakers: list[Breaker] = []
+        for rc in settings.remotes:
+            breaker = Breaker(f"remote:{rc.name}", b.failures, b.reset_seconds)
+            remote_breakers.append(breaker)
+            self.remotes[rc.name] = RemoteDialogueService(rc, self.pool, self.outbox, breaker)
+        self.instances = InstanceRegistry(
+            dataclasses.replace(i, async_bot=self.bots[i.chatbot]) if i.chatbot else i
+            for i in instances
+        )
+        self.service = LocalDialogueService(
+            self.instances, self.sessions, breakers=self.breakers, remotes=self.remotes
+        )
+        registry = self.metrics.registry
+        registry.register(PoolCollector({"backends": self.pool}))
+        registry.register(
+            BreakerCollector(lambda: iter([*self.breakers.values(), *remote_breakers]))
+        )
+        if self.outbox is not None:
+            registry.register(OutboxCollector(self.outbox))
+        self.management = ManagementApi(self.instances, self.bots)
         self.authenticator = (
             Authenticator(
                 {k.id: k for k in settings.access_keys},
@@ -50,6 +105,8 @@ class Gateway:
             self.metrics,
             max_body=settings.max_body_bytes,
             service_sync=self.service.run_sync,
+            turns=TurnCache(settings.idempotent_turns),
+            management=self.management.actions,
         )
         self.ready = False
         self.routes: dict[str, ASGIApp] = {
@@ -105,6 +162,8 @@ class Gateway:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.outbox is not None:
+                    await self.outbox.start()
                 self._sweeper = asyncio.create_task(self._sweep())
                 self.ready = True
                 log.info(
@@ -123,6 +182,9 @@ class Gateway:
                     self._sweeper.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await self._sweeper
+                if self.outbox is not None:
+                    await self.outbox.close()
+                await self.pool.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -21,7 +21,7 @@ from gateway.settings import Settings, config_path, load_instances, load_setting
 
 def _load(flag: str | None) -> tuple[Settings, list]:  # type: ignore[type-arg]
     settings = load_settings(config_path(flag))
-    return settings, load_instances(settings.instances_dir)
+    return settings, load_instances(settings.instances_dir, settings)
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -14,12 +14,40 @@ from pathlib import Path
 from typing import Any
 
 from gateway.api.auth import AccessKey, Policy
+from gateway.bots.llm import LlmConfig
+from gateway.bots.webhook import WebhookConfig
 from gateway.dialogue.config import ConfigProblem, Reader
 from gateway.errors import ConfigError
+from gateway.services.remote import RemoteConfig
 from gateway.store.instances import Instance, parse_instance
 
 DEFAULT_CONFIG = "config/gateway.toml"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+BOT_KINDS = ("webhook", "llm")
+BotConfig = WebhookConfig | LlmConfig
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    max_connections: int = 64
+    acquire_timeout: float = 1.0
+    connect_timeout: float = 2.0
+    idle_timeout: float = 30.0
+    max_body_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    failures: int = 5
+    reset_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSettings:
+    path: Path
+    retry_base: float = 0.5
+    retry_max: float = 60.0
+    max_age: float = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +64,12 @@ class Settings:
     sweep_interval: int
     max_body_bytes: int
     instances_dir: Path
+    pool: PoolSettings
+    breaker: BreakerSettings
+    outbox: OutboxSettings
+    idempotent_turns: int
+    bots: tuple[BotConfig, ...] = ()
+    remotes: tuple[RemoteConfig, ...] = ()
 
     def __repr__(self) -> str:
         keys = [k.id for k in self.access_keys]
@@ -109,6 +143,53 @@ def _parse_settings(path: Path, data: dict[str, Any]) -> Settings:
     if not instances_dir.is_absolute():
         instances_dir = path.parent / instances_dir
 
+    p = root.table("pool", required=False)
+    pool = PoolSettings(
+        max_connections=p.integer("max_connections", 1, 10_000, 64),
+        acquire_timeout=p.integer("acquire_timeout_ms", 1, 60_000, 1_000) / 1000,
+        connect_timeout=p.integer("connect_timeout_ms", 1, 60_000, 2_000) / 1000,
+        idle_timeout=p.integer("idle_timeout_seconds", 1, 3_600, 30),
+        max_body_bytes=p.integer("max_body_bytes", 1_024, 64 * 1_048_576, 1_048_576),
+    )
+    b = root.table("breaker", required=False)
+    breaker = BreakerSettings(
+        failures=b.integer("failures", 1, 1_000, 5),
+        reset_seconds=b.integer("reset_ms", 10, 3_600_000, 10_000) / 1000,
+    )
+    o = root.table("outbox", required=False)
+    outbox_path = Path(o.text("path", "var/outbox.db", max_len=4096))
+    if not outbox_path.is_absolute():
+        outbox_path = path.parent / outbox_path
+    outbox = OutboxSettings(
+        path=outbox_path,
+        retry_base=o.integer("retry_base_ms", 1, 60_000, 500) / 1000,
+        retry_max=o.integer("retry_max_seconds", 1, 86_400, 60),
+        max_age=o.integer("max_age_seconds", 60, 30 * 86_400, 86_400),
+    )
+    idempotency = root.table("idempotency", required=False)
+
+    bots: list[BotConfig] = []
+    for n, table in enumerate(_tables(data, "bots")):
+        where = f"bots[{n}]"
+        kind = Reader(table, where).text("kind", max_len=16)
+        if kind == "webhook":
+            bots.append(WebhookConfig.from_table(table, where))
+        elif kind == "llm":
+            bots.append(LlmConfig.from_table(table, where))
+        else:
+            raise ConfigProblem(f"{where}.kind", f"must be one of {', '.join(BOT_KINDS)}")
+    remotes = [
+        RemoteConfig.from_table(table, f"remotes[{n}]")
+        for n, table in enumerate(_tables(data, "remotes"))
+    ]
+    for what, named in (("bots", bots), ("remotes", remotes)):
+        names = [x.name for x in named]
+        for n, name in enumerate(names):
+            if not name or name == "rules":
+                raise ConfigProblem(f"{what}[{n}].name", "must be set, and not 'rules'")
+            if name in names[:n]:
+                raise ConfigProblem(f"{what}[{n}].name", f"duplicate name {name!r}")
+
     return Settings(
         path=path,
         host=server.text("host", "127.0.0.1", max_len=255),
@@ -122,11 +203,27 @@ def _parse_settings(path: Path, data: dict[str, Any]) -> Settings:
         sweep_interval=sessions.integer("sweep_interval_seconds", 1, 3_600, 30),
         max_body_bytes=limits.integer("max_body_bytes", 1_024, 16 * 1_048_576, 65_536),
         instances_dir=instances_dir,
+        pool=pool,
+        breaker=breaker,
+        outbox=outbox,
+        idempotent_turns=idempotency.integer("max_turns", 1_000, 10_000_000, 100_000),
+        bots=tuple(bots),
+        remotes=tuple(remotes),
     )
 
 
-def load_instances(directory: Path) -> list[Instance]:
-    """Every `*.toml` in `directory`, in name order; InstanceIds must be unique."""
+def _tables(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    raw = data.get(name, [])
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise ConfigProblem(name, f"must be an array of tables ([[{name}]])")
+    return raw
+
+
+def load_instances(directory: Path, settings: Settings | None = None) -> list[Instance]:
+    """Every `*.toml` in `directory`, in name order; InstanceIds must be unique.
+
+    With `settings`, the bot and remote each instance names must be configured.
+    """
     if not directory.is_dir():
         raise ConfigError(str(directory), "instances.dir", "not a directory")
     instances: list[Instance] = []
@@ -137,6 +234,15 @@ def load_instances(directory: Path) -> list[Instance]:
             instance = parse_instance(data)
         except ConfigProblem as exc:
             raise ConfigError(str(file), exc.key, exc.problem) from None
+        if settings is not None:
+            bots = {b.name for b in settings.bots}
+            remotes = {r.name for r in settings.remotes}
+            if instance.chatbot and instance.chatbot not in bots:
+                problem = f"no [[bots]] entry named {instance.chatbot!r} in {settings.path}"
+                raise ConfigError(str(file), "Chatbot", problem)
+            if instance.remote and instance.remote not in remotes:
+                problem = f"no [[remotes]] entry named {instance.remote!r} in {settings.path}"
+                raise ConfigError(str(file), "remote.name", problem)
         other = where.get(instance.instance_id)
         if other is not None:
             problem = f"duplicate InstanceId {instance.instance_id!r} (also in {other})"

@@ -27,7 +27,8 @@ from typing import Any, cast
 from gateway import errors
 from gateway.api import formats, query
 from gateway.api.actions import DIALOGUE_ACTIONS, MAX_ID_CHARS, required
-from gateway.api.auth import Authenticator
+from gateway.api.auth import AccessKey, Authenticator
+from gateway.api.manage import Handler
 from gateway.asgi import Receive, Scope, Send, respond
 from gateway.calls.idempotency import KeyReused, TurnCache
 from gateway.dialogue.navigator import Done
@@ -101,6 +102,7 @@ class RpcApi:
         max_body: int = MAX_BODY_BYTES,
         service_sync: SyncService | None = None,
         turns: TurnCache | None = None,
+        management: Mapping[str, Handler] | None = None,
     ) -> None:
         self.service = service
         # A service that answers without I/O (the local navigator) also gives
@@ -112,6 +114,7 @@ class RpcApi:
         self.max_body = max_body
         self.request_ids = formats.RequestIds()
         self.turns = turns if turns is not None else TurnCache()
+        self.management = dict(management or {})
         # The log level is set once at start-up (gateway.logs.configure).
         self.log_turns = log.isEnabledFor(logging.DEBUG)
         metrics.bind_front(self.front)
@@ -154,6 +157,7 @@ class RpcApi:
             turn_key: str | None = None
             fingerprint: object = None
             replayed: errors.NonceUsed | None = None
+            key: AccessKey | None = None
             if self.auth is not None:
                 now = self.clock()
                 acs3 = "authorization" in headers
@@ -201,7 +205,18 @@ class RpcApi:
 
             spec = DIALOGUE_ACTIONS.get(action)
             if spec is None:
-                raise errors.InvalidAction()
+                handler = self.management.get(action)
+                if handler is None:
+                    raise errors.InvalidAction()
+                if replayed is not None:
+                    raise replayed
+                fields = handler(params, key)
+                log.info("managed", extra={"fields": {"request_id": request_id, "action": action}})
+                content_type, payload = formats.render(
+                    fmt, action, {"RequestId": request_id, **fields}
+                )
+                await respond(send, 200, content_type, payload)
+                return
             operation = spec.operation
             instance_id = required(params, "InstanceId", MAX_ID_CHARS)
             conversation_id = required(params, "ConversationId", MAX_ID_CHARS)

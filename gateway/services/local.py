@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 from gateway import errors
 from gateway.dialogue import navigator
@@ -50,13 +51,12 @@ Result = Done | None
 Answer = Done | Awaitable[Result] | None
 
 
-class RemoteService:
+class RemoteService(Protocol):
     """What the local service needs of a remote navigator (services.remote)."""
 
     async def run(
         self, instance: Instance, conversation_id: str, op: Operation, debug: bool
-    ) -> Result:  # pragma: no cover - interface
-        raise NotImplementedError
+    ) -> Result: ...
 
 
 class LocalDialogueService:

@@ -85,7 +85,8 @@ class WebhookBot:
             "turn": query.turn,
             "state": query.bot_state,
         }
-        return orjson.dumps(body)
+        # Variables may be a read-only mapping (a mappingproxy): `default=dict`.
+        return orjson.dumps(body, default=dict)
 
     async def ask(self, query: BotQuery, context: BotContext, timeout: float) -> BotAnswer | None:
         body = self.request_body(query, context)

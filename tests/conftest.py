@@ -35,6 +35,11 @@ KEY_ID, SECRET = "demo-key", "demo-secret"
 RO_KEY_ID, RO_SECRET = "ro-key", "ro-secret"
 
 
+def without_fallback(instance_toml: str) -> str:
+    """An instance file's text without its [FallbackConfig] table (tests add their own)."""
+    return re.sub(r"\[FallbackConfig\].*?TurnBudget = \d+\n", "", instance_toml, flags=re.S)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -257,4 +262,12 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-__all__ = ["Client", "GatewayProcess", "Response", "conversation_id", "free_port", "write_config"]
+__all__ = [
+    "Client",
+    "GatewayProcess",
+    "Response",
+    "conversation_id",
+    "free_port",
+    "without_fallback",
+    "write_config",
+]

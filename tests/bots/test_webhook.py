@@ -23,6 +23,7 @@ from tests.conftest import (
     GatewayProcess,
     conversation_id,
     free_port,
+    without_fallback,
     write_config,
 )
 from tests.loopback import LoopbackServer, Reply, Request
@@ -101,7 +102,7 @@ class Bot:
 
 
 def instance_file(directory: Path, instance_id: str, bot: str) -> None:
-    text = DEMO.read_text(encoding="utf-8")
+    text = without_fallback(DEMO.read_text(encoding="utf-8"))
     text = text.replace('InstanceId = "demo"', f'InstanceId = "{instance_id}"\nChatbot = "{bot}"')
     text += f"""
 [FallbackConfig]

@@ -21,6 +21,7 @@ from tests.conftest import (
     GatewayProcess,
     conversation_id,
     free_port,
+    without_fallback,
     write_config,
 )
 from tests.loopback import LoopbackServer, Reply, Request
@@ -29,7 +30,7 @@ FALLBACK = "Sorry, the remote is away."
 
 
 def remote_instance(directory: Path, instance_id: str, remote: str, remote_id: str) -> None:
-    text = DEMO.read_text(encoding="utf-8").replace(
+    text = without_fallback(DEMO.read_text(encoding="utf-8")).replace(
         'InstanceId = "demo"', f'InstanceId = "{instance_id}"'
     )
     text += f"""

@@ -21,14 +21,26 @@ def test_required_and_optional_enforce_presence_and_caps() -> None:
 
 def test_context_becomes_string_variables() -> None:
     raw = '{"s": "v", "n": 12.5, "t": true, "z": null, "o": {"a": [1]}}'
-    assert context({"C": raw}, "C") == {"s": "v", "n": "12.5", "t": "true", "z": "", "o": '{"a":[1]}'}
+    assert context({"C": raw}, "C") == {
+        "s": "v",
+        "n": "12.5",
+        "t": "true",
+        "z": "",
+        "o": '{"a":[1]}',
+    }
     assert context({}, "C") == {}
     assert context({"C": " "}, "C") == {}
 
 
 @pytest.mark.parametrize(
     "raw",
-    ["[1]", '"text"', "{bad", "{" + ",".join(f'"k{i}": 1' for i in range(65)) + "}", '{"' + "k" * 65 + '": 1}'],
+    [
+        "[1]",
+        '"text"',
+        "{bad",
+        "{" + ",".join(f'"k{i}": 1' for i in range(65)) + "}",
+        '{"' + "k" * 65 + '": 1}',
+    ],
 )
 def test_context_refuses_what_is_not_a_small_json_object(raw: str) -> None:
     with pytest.raises(errors.InvalidParameter):
@@ -36,7 +48,9 @@ def test_context_refuses_what_is_not_a_small_json_object(raw: str) -> None:
 
 
 def test_actions_build_their_operations() -> None:
-    begin = DIALOGUE_ACTIONS["BeginDialogue"].build({"CallingNumber": "1", "InitialContext": '{"a": "b"}'})
+    begin = DIALOGUE_ACTIONS["BeginDialogue"].build(
+        {"CallingNumber": "1", "InitialContext": '{"a": "b"}'}
+    )
     assert begin == BeginDialogue("1", "", {"a": "b"})
     assert isinstance(DIALOGUE_ACTIONS["Dialogue"].build({"Utterance": "hi"}), Dialogue)
     assert DIALOGUE_ACTIONS["CollectedNumber"].build({"Number": "12#"}) == CollectedNumber("12#")

@@ -1,0 +1,57 @@
+"""A minimal bot for the benchmarks: answers every request with one fixed JSON body.
+
+uvloop + httptools, keep-alive, nothing else, so that what is measured in
+front of it (the gateway's webhook path, or nginx proxying) is not the bot.
+Run as `python -m bench.bot_server PORT`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import httptools
+import uvloop
+
+ANSWER = b'{"answer":"Your balance is 100 yuan.","expects_input":true}'
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+    + str(len(ANSWER)).encode()
+    + b"\r\n\r\n"
+    + ANSWER
+)
+
+
+class _Bot(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self.transport is not None:
+                self.transport.close()
+
+    def on_message_complete(self) -> None:
+        if self.transport is not None:
+            self.transport.write(RESPONSE)
+
+
+async def serve(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_Bot, "127.0.0.1", port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    uvloop.run(serve(int(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,7 @@
 Well-behaved servers: uvicorn (in a thread, plain and TLS with a trustme CA),
 aiohttp's web server and nginx (bench/nginx.py). Misbehaving ones are raw
 asyncio servers written here, each doing one wrong thing on purpose. Every
-test runs its own event loop (uvloop unless it says otherwise), stops every
+test runs twice, on a fresh uvloop and a fresh stock event loop; it stops every
 server it started, and asserts behaviour, never speed: a deadline is only
 checked as "raised within the timeout plus a second".
 """
@@ -48,8 +48,23 @@ T = TypeVar("T")
 SLACK = 1.0  # how late a deadline may fire on a loaded machine
 
 
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "uvloop": uvloop.new_event_loop,
+    "asyncio": asyncio.new_event_loop,
+}
+_loop_factory = LOOPS["uvloop"]
+
+
+@pytest.fixture(autouse=True, params=list(LOOPS))
+def event_loop_kind(request: pytest.FixtureRequest) -> str:
+    """Every test runs on uvloop (production) and on the stock loop."""
+    global _loop_factory
+    _loop_factory = LOOPS[request.param]
+    return str(request.param)
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    with asyncio.Runner(loop_factory=_loop_factory) as runner:
         return runner.run(coro)
 
 
@@ -283,14 +298,15 @@ def test_pool_uvicorn_chunked_response(uvicorn_server: UvicornThread) -> None:
     run(main())
 
 
-def test_pool_stock_asyncio_loop(uvicorn_server: UvicornThread) -> None:
+def test_pool_localhost_name_resolves(uvicorn_server: UvicornThread) -> None:
     async def main() -> None:
         pool = Pool()
         r = await pool.request("GET", f"http://localhost:{uvicorn_server.port}/", timeout=5)
         assert r.status == 201
+        assert list(pool.stats()) == [f"http://localhost:{uvicorn_server.port}"]
         await pool.aclose()
 
-    asyncio.run(main())
+    run(main())
 
 
 # -- HTTPS -------------------------------------------------------------------------

@@ -68,7 +68,7 @@ class WebhookBot:
         self.config = config
         self.name = config.name
         self.client = client
-        self._key = signing.webhook_key(config.secret)
+        self._secret = config.secret.encode()
         self._timeout = config.timeout_ms / 1000
         # Delivery ids: a per-process random prefix and a counter, unique
         # without a call to the random source per request.
@@ -98,7 +98,7 @@ class WebhookBot:
             (signing.WEBHOOK_DELIVERY, delivery),
             (
                 signing.WEBHOOK_SIGNATURE,
-                signing.webhook_signature(self._key, timestamp, delivery, body),
+                signing.webhook_sign(self._secret, timestamp, delivery, body),
             ),
         )
         response = await self.client.request(
@@ -152,36 +152,49 @@ def _variables(value: object) -> Mapping[str, str]:
 
 
 def parse_reply(raw: bytes) -> BotAnswer | None:
-    """The bot's JSON reply as a BotAnswer (None: not understood)."""
+    """The bot's JSON reply as a BotAnswer (None: not understood).
+
+    Only the fields present are checked, so the common reply (an answer and
+    perhaps variables) costs a few lookups.
+    """
     if not raw.strip():
         return None
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise _bad("is not valid JSON") from None
-    if not isinstance(data, dict):
+    if type(data) is not dict:
         raise _bad("must be a JSON object")
-    text = _text(data.get("answer"), "answer") or _text(data.get("text"), "text")
-    action_name = data.get("action")
-    if action_name is None:
-        action = Action.BROADCAST
-    elif isinstance(action_name, str) and action_name in ACTIONS:
-        action = ACTIONS[action_name]
-    else:
-        raise _bad(f"field action must be one of {', '.join(ACTIONS)}")
-    if not text and action_name is None:
+    text = data.get("answer")
+    if text is None:
+        text = data.get("text")
+    if type(text) is not str:
+        text = _text(text, "answer")
+    elif len(text) > MAX_TEXT_CHARS:
+        raise _bad(f"field answer is longer than {MAX_TEXT_CHARS} characters")
+    if "action" in data:
+        name = data["action"]
+        if not isinstance(name, str) or name not in ACTIONS:
+            raise _bad(f"field action must be one of {', '.join(ACTIONS)}")
+        action = ACTIONS[name]
+    elif not text:
         return None
-    try:
-        params = parse_action_params(data.get("action_params"), "action_params")
-    except ConfigProblem as exc:
-        raise _bad(f"field {exc.key}: {exc.problem}") from None
+    else:
+        action = Action.BROADCAST
+    if len(data) == 1:  # the common case: an answer and nothing else
+        return BotAnswer(text, action)
+    params = "{}"
+    if "action_params" in data:
+        try:
+            params = parse_action_params(data["action_params"], "action_params")
+        except ConfigProblem as exc:
+            raise _bad(f"field {exc.key}: {exc.problem}") from None
     interruptible = data.get("interruptible", True)
     expects_input = data.get("expects_input", False)
-    if not isinstance(interruptible, bool) or not isinstance(expects_input, bool):
+    if type(interruptible) is not bool or type(expects_input) is not bool:
         raise _bad("fields interruptible and expects_input must be booleans")
     state = data.get("state")
-    if state is not None and (not isinstance(state, str) or len(state) > MAX_STATE_CHARS):
+    if state is not None and (type(state) is not str or len(state) > MAX_STATE_CHARS):
         raise _bad(f"field state must be a string of at most {MAX_STATE_CHARS} characters")
-    return BotAnswer(
-        text, action, params, interruptible, _variables(data.get("variables")), state, expects_input
-    )
+    variables = _variables(data["variables"]) if "variables" in data else EMPTY_VARS
+    return BotAnswer(text, action, params, interruptible, variables, state, expects_input)

@@ -188,6 +188,12 @@ def webhook_signature(key: hmac.HMAC, timestamp: str, delivery: str, body: bytes
     return "v1=" + h.hexdigest()
 
 
+def webhook_sign(secret: bytes, timestamp: str, delivery: str, body: bytes) -> str:
+    """The same signature in one call: `hmac.digest` runs in C (a few µs less per request)."""
+    message = f"{timestamp}.{delivery}.".encode() + body
+    return "v1=" + hmac.digest(secret, message, "sha256").hex()
+
+
 def webhook_verify(
     secret: str, headers: Mapping[str, str], body: bytes, now: float, window: float = 300.0
 ) -> bool:

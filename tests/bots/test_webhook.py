@@ -402,3 +402,40 @@ def test_config_naming_an_unknown_bot_fails_at_start(tmp_path: Path) -> None:
     )
     assert r.returncode == 2
     assert "lost.toml" in r.stderr and "Chatbot" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[1]",
+        b'{"answer": 5}',
+        b'{"action": "Dance"}',
+        b'{"answer": "x", "interruptible": "yes"}',
+        b'{"answer": "x", "variables": {"a": [1]}}',
+        b'{"answer": "x", "variables": [1]}',
+        b'{"answer": "x", "action_params": "[1]"}',
+        b'{"answer": "x", "state": 7}',
+        ('{"answer": "' + "x" * 2001 + '"}').encode(),
+    ],
+)
+def test_parse_reply_refuses_the_wrong_shape(raw: bytes) -> None:
+    from gateway import errors
+    from gateway.bots.webhook import parse_reply
+
+    with pytest.raises(errors.BackendProtocolError):
+        parse_reply(raw)
+
+
+def test_parse_reply_shapes() -> None:
+    from gateway.bots.webhook import parse_reply
+    from gateway.dialogue.operations import Action
+
+    assert parse_reply(b"") is None and parse_reply(b"{}") is None
+    assert parse_reply(b'{"answer": ""}') is None
+    a = parse_reply(b'{"answer": "hi"}')
+    assert a is not None and a.text == "hi" and a.action is Action.BROADCAST
+    b = parse_reply(
+        b'{"action": "HangUp", "action_params": "{\\"cause\\": 16}", "variables": {"n": 1, "t": true}}'
+    )
+    assert b is not None and b.action is Action.HANG_UP and b.text == ""
+    assert b.action_params == '{"cause": 16}' and b.variables == {"n": "1", "t": "true"}

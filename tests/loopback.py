@@ -76,8 +76,19 @@ class LoopbackServer:
 
     def stop(self) -> None:
         if self._loop.is_running():
+            done = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+            done.result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    async def _shutdown(self) -> None:
+        """Stop accepting and end every connection still open, on the server's loop."""
+        if self._server is not None:
+            self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -96,28 +107,33 @@ class LoopbackServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
-            while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return
-                lines = head.decode("latin-1").split("\r\n")
-                method, target, _ = lines[0].split(" ", 2)
-                headers = {}
-                for line in lines[1:]:
-                    if ":" in line:
-                        k, v = line.split(":", 1)
-                        headers[k.strip().lower()] = v.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                request = Request(method, target, headers, body)
-                self.requests.append(request)
-                reply = self.handler(request)
-                if reply.delay:
-                    await asyncio.sleep(reply.delay)
-                if not await self._answer(writer, reply):
-                    return
+            await self._requests(reader, writer)
+        except asyncio.CancelledError:
+            pass  # the server is stopping: end quietly
         finally:
             writer.close()
+
+    async def _requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, _ = lines[0].split(" ", 2)
+            headers = {}
+            for line in lines[1:]:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            request = Request(method, target, headers, body)
+            self.requests.append(request)
+            reply = self.handler(request)
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+            if not await self._answer(writer, reply):
+                return
 
     async def _answer(self, writer: asyncio.StreamWriter, r: Reply) -> bool:
         """Write one response; False when the connection must end."""

@@ -231,7 +231,9 @@ class RpcApi:
                 if not first:
                     result = await entry.wait()
                 elif replayed is not None:
-                    # The nonce's first use never reached a turn (it was refused).
+                    # The nonce's first use never reached a turn (it was
+                    # refused): this and any later copy are refused too.
+                    entry.settle(replayed)
                     raise replayed
                 else:
                     try:

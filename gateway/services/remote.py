@@ -37,6 +37,7 @@ from gateway.dialogue.navigator import DialogueState, Done
 from gateway.dialogue.operations import (
     ACTIONS,
     EMPTY_VARS,
+    Action,
     BeginDialogue,
     CollectedNumber,
     Dialogue,
@@ -264,7 +265,7 @@ class RemoteDialogueService:
         ):
             raise errors.BackendProtocolError("remote reply is not the documented shape")
         cfg = instance.navigation
-        wait = cfg.silence_timeout.timeout if action is ACTIONS["Broadcast"] else 0
+        wait = cfg.silence_timeout.timeout if action is Action.BROADCAST else 0
         return Reply(text, action, interruptible, params or "{}", wait)
 
     # -- the service ----------------------------------------------------------

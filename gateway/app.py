@@ -21,8 +21,12 @@ from gateway.api.rpc import RpcApi
 from gateway.asgi import ASGIApp, Receive, Scope, Send, respond
 from gateway.bots.llm import LlmBot
 from gateway.bots.webhook import WebhookBot, WebhookConfig
+from gateway.calls.bridge import Bridge
 from gateway.calls.idempotency import TurnCache
+from gateway.calls.mount import AdapterContext, resolve
 from gateway.dialogue.bot import AsyncBot
+from gateway.dialogue.config import ConfigProblem
+from gateway.errors import ConfigError
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.net.breaker import Breaker, BreakerCollector
 from gateway.net.pool import Pool, PoolCollector
@@ -90,6 +94,9 @@ class Gateway:
         if self.outbox is not None:
             registry.register(OutboxCollector(self.outbox))
         self.management = ManagementApi(self.instances, self.bots)
+        # One turn cache for every front door; the bridge namespaces its keys by front.
+        self.turns = TurnCache(settings.idempotent_turns)
+        self.bridge = Bridge(self.service.run_sync, self.instances, self.metrics, self.turns)
         self.authenticator = (
             Authenticator(
                 {k.id: k for k in settings.access_keys},
@@ -105,7 +112,7 @@ class Gateway:
             self.metrics,
             max_body=settings.max_body_bytes,
             service_sync=self.service.run_sync,
-            turns=TurnCache(settings.idempotent_turns),
+            turns=self.turns,
             management=self.management.actions,
         )
         self.ready = False
@@ -116,6 +123,25 @@ class Gateway:
             "/metrics": self._metrics,
         }
         self._sweeper: asyncio.Task[None] | None = None
+        self.prefixes: list[tuple[str, ASGIApp]] = []
+        self._mount_adapters()
+
+    def _mount_adapters(self) -> None:
+        """The adapters settings enable, resolved by name (gateway.calls.mount)."""
+        context = AdapterContext(
+            self.bridge, self.instances, self.metrics, self.settings.path.parent
+        )
+        for name, table in self.settings.adapters:
+            where = f"adapters.{name}"
+            try:
+                mounted = resolve(name)(context, table, where)
+            except ConfigProblem as exc:
+                raise ConfigError(str(self.settings.path), exc.key, exc.problem) from None
+            for path, handler in mounted.paths.items():
+                if path in self.routes:
+                    raise ConfigError(str(self.settings.path), f"{where}.path", f"{path} is taken")
+                self.routes[path] = handler
+            self.prefixes.extend(mounted.prefixes.items())
 
     def _live_conversations(self) -> list[tuple[str, int]]:
         """Every configured instance (0 when idle) and any other with live calls."""
@@ -126,7 +152,10 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            handler = self.routes.get(scope["path"])
+            path = scope["path"]
+            handler = self.routes.get(path)
+            if handler is None:
+                handler = next((h for p, h in self.prefixes if path.startswith(p)), None)
             if handler is None:
                 body = orjson.dumps(
                     {"Code": "NotFound", "Message": f"No route for {scope['path']}."}

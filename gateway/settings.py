@@ -16,6 +16,7 @@ from typing import Any
 from gateway.api.auth import AccessKey, Policy
 from gateway.bots.llm import LlmConfig
 from gateway.bots.webhook import WebhookConfig
+from gateway.calls.mount import ADAPTERS
 from gateway.dialogue.config import ConfigProblem, Reader
 from gateway.errors import ConfigError
 from gateway.services.remote import RemoteConfig
@@ -70,6 +71,8 @@ class Settings:
     idempotent_turns: int
     bots: tuple[BotConfig, ...] = ()
     remotes: tuple[RemoteConfig, ...] = ()
+    # Enabled adapters: (name, its [adapters.<name>] table), validated when mounted.
+    adapters: tuple[tuple[str, dict[str, Any]], ...] = ()
 
     def __repr__(self) -> str:
         keys = [k.id for k in self.access_keys]
@@ -182,6 +185,16 @@ def _parse_settings(path: Path, data: dict[str, Any]) -> Settings:
         RemoteConfig.from_table(table, f"remotes[{n}]")
         for n, table in enumerate(_tables(data, "remotes"))
     ]
+    adapters: list[tuple[str, dict[str, Any]]] = []
+    for name, table in root.table("adapters", required=False).data.items():
+        if name not in ADAPTERS:
+            raise ConfigProblem(
+                f"adapters.{name}", f"unknown adapter (known: {', '.join(ADAPTERS)})"
+            )
+        if not isinstance(table, dict):
+            raise ConfigProblem(f"adapters.{name}", "must be a table")
+        if Reader(table, f"adapters.{name}").boolean("enabled", False):
+            adapters.append((name, table))
     for what, named in (("bots", bots), ("remotes", remotes)):
         names = [x.name for x in named]
         for n, name in enumerate(names):
@@ -209,6 +222,7 @@ def _parse_settings(path: Path, data: dict[str, Any]) -> Settings:
         idempotent_turns=idempotency.integer("max_turns", 1_000, 10_000_000, 100_000),
         bots=tuple(bots),
         remotes=tuple(remotes),
+        adapters=tuple(adapters),
     )
 
 

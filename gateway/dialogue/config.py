@@ -108,6 +108,9 @@ class TTSConfig:
     voice: str = "xiaoyun"
     volume: int = 50
     speech_rate: int = 0
+    # The switch's TTS engine (an extension: FreeSWITCH's `speak` engine, for
+    # example "unimrcp"). Empty: the adapter's default engine and voice.
+    engine: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +323,7 @@ def parse_navigation(data: Mapping[str, Any], prefix: str = "") -> NavigationCon
         voice=t.text("Voice", "xiaoyun", max_len=64),
         volume=t.integer("Volume", 0, 100, 50),
         speech_rate=t.integer("SpeechRate", -500, 500, 0),
+        engine=t.text("Engine", "", max_len=64),
     )
 
     f = root.table("FallbackConfig", required=False)

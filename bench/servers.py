@@ -23,4 +23,4 @@ async def endpoint(request: Request) -> Response:
     return Response(BODY, media_type="application/json")
 
 
-app = Starlette(routes=[Route("/", endpoint)])
+app = Starlette(routes=[Route("/", endpoint), Route("/freeswitch/httapi", endpoint)])

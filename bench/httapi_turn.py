@@ -99,9 +99,10 @@ def run(duration: float, connections: int, rounds: int = 7, log: Any = print) ->
     pin = can_pin()
     cpu = LOADGEN_CPU if pin else None
     slice_s = duration / rounds
-    # Enough new turns for every round at up to 20k req/s, and no more (memory).
-    per_connection = int(20_000 * (slice_s + 2.0) * rounds / connections) + 1
+    # Enough new turns for one round at up to 40k req/s (warm-up included).
+    per_round = int(40_000 * (slice_s + 1.5) / connections) + 1
     slices: dict[str, list[dict[str, Any]]] = {"starlette": [], "gateway-httapi": []}
+
     with (
         tempfile.TemporaryDirectory(prefix="ivr-bench-fs-") as tmpdir,
         Servers(Path(tmpdir), pin) as servers,
@@ -140,36 +141,38 @@ def run(duration: float, connections: int, rounds: int = 7, log: Any = print) ->
             env={"BENCH_BODY_FILE": str(body_file)},
         )
         starlette.wait_ready("/")
-        # Every request is a new turn of its call (turn numbers never repeat).
-        gw_reqs = [
-            [turn_request(gw.port, f"bench-{i}", t) for t in range(1, per_connection + 1)]
-            for i in range(connections)
-        ]
-        sl_reqs = [
-            [turn_request(sl_port, f"bench-{i}", 1)] * per_connection for i in range(connections)
-        ]
-        targets = {"starlette": (starlette, sl_reqs), "gateway-httapi": (gw, gw_reqs)}
-        offsets = dict.fromkeys(targets, 0)
+        # Every request is a new turn of its call: each round gets fresh turn numbers.
+        sl_reqs = [[turn_request(sl_port, f"bench-{i}", 1)] * per_round for i in range(connections)]
+        next_turn = 1
         for r in range(rounds):
             order = (
                 ["starlette", "gateway-httapi"] if r % 2 == 0 else ["gateway-httapi", "starlette"]
             )
             for name in order:
-                server, reqs = targets[name]
+                if name == "starlette":
+                    server, reqs = starlette, sl_reqs
+                else:
+                    server = gw
+                    reqs = [
+                        [
+                            turn_request(gw.port, f"bench-{i}", t)
+                            for t in range(next_turn, next_turn + per_round)
+                        ]
+                        for i in range(connections)
+                    ]
+                    next_turn += per_round
                 log(f"  round {r + 1}/{rounds}: {name} ...")
-                start = offsets[name]
                 stats = run_load(
                     HOST,
                     server.port,
-                    [c[start:] for c in reqs],
+                    reqs,
                     slice_s,
                     warmup=1.0,
-                    body_length=len(document),
+                    # The baseline's body is fixed; the gateway's carries the turn number.
+                    body_length=len(document) if name == "starlette" else None,
                     cpu=cpu,
                     server_cpu=lambda pid=server.pid: cpu_seconds(pid),
                 )
-                # The gateway's calls move on: the next round starts at later turns.
-                offsets[name] += stats.requests // connections + 2_000
                 slices[name].append({**_summary(stats), "round": r + 1})
     ratios = [
         round(g["rps"] / s["rps"], 3)

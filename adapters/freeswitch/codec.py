@@ -95,6 +95,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Literal, NamedTuple
 from xml.sax.saxutils import escape
@@ -396,18 +397,41 @@ def _binds(max_digits: int) -> str:
 _BINDS = {n: _binds(n) for n in range(1, MAX_DIGITS + 1)}
 
 
+# Cached: an IVR says the same prompts and settings over and over, and these
+# run several times per document (regular expressions and escaping).
+@lru_cache(maxsize=4096)
 def _clean(text: str) -> str:
     return _ILLEGAL.sub("", _BREAKS.sub(" ", text))
 
 
+@lru_cache(maxsize=4096)
 def _attr(value: str) -> str:
     return '"' + escape(_clean(value), _QUOTE) + '"'
 
 
-def render(reply: Reply, opts: RenderOptions) -> bytes:
-    """The httapi document that plays `reply` and does its action (rules above)."""
+@lru_cache(maxsize=4096)
+def _element_text(value: str) -> str:
+    return escape(_clean(value))
+
+
+@lru_cache(maxsize=4096)
+def _is_audio(text: str) -> bool:
+    return bool(text) and _AUDIO.fullmatch(text) is not None
+
+
+@lru_cache(maxsize=256)
+def _param_name(key: str) -> bool:
+    return _PARAM_NAME.fullmatch(key) is not None
+
+
+def render(reply: Reply, opts: RenderOptions, params: Mapping[str, str] | None = None) -> bytes:
+    """The httapi document that plays `reply` and does its action (rules above).
+
+    `params`, when given, replaces `opts.params`: the per-turn values, so the
+    caller can keep one RenderOptions per instance.
+    """
     text = _clean(reply.text).strip()
-    audio = bool(text) and _AUDIO.fullmatch(text) is not None
+    audio = _is_audio(text)
     work: list[str] = []
     say_vars = False
     action = reply.action
@@ -425,7 +449,7 @@ def render(reply: Reply, opts: RenderOptions) -> bytes:
     if not work:
         # Nothing to play or do. An empty <work> would end httapi (§1.3).
         work.append(f"{_IN2}<continue/>")
-    return _document(work, opts, say_vars)
+    return _document(work, opts, say_vars, opts.params if params is None else params)
 
 
 def render_ok() -> tuple[str, bytes]:
@@ -528,19 +552,21 @@ def _lookup(
     return default
 
 
-def _document(work: list[str], opts: RenderOptions, say_vars: bool) -> bytes:
+def _document(
+    work: list[str], opts: RenderOptions, say_vars: bool, params_in: Mapping[str, str]
+) -> bytes:
     lines = ['<?xml version="1.0" encoding="UTF-8"?>', f'<document type="{DOCUMENT_TYPE}">']
     params = [
-        f"{_IN2}<{key}>{escape(_clean(value))}</{key}>"
-        for key, value in opts.params.items()
-        if _PARAM_NAME.fullmatch(key)
+        f"{_IN2}<{key}>{_element_text(value)}</{key}>"
+        for key, value in params_in.items()
+        if _param_name(key)
     ]
     lines += ["  <params>", *params, "  </params>"] if params else ["  <params/>"]
     if say_vars:
         lines += [
             "  <variables>",
-            f"{_IN2}<tts_engine>{escape(_clean(opts.engine))}</tts_engine>",
-            f"{_IN2}<tts_voice>{escape(_clean(opts.voice))}</tts_voice>",
+            f"{_IN2}<tts_engine>{_element_text(opts.engine)}</tts_engine>",
+            f"{_IN2}<tts_voice>{_element_text(opts.voice)}</tts_voice>",
             "  </variables>",
         ]
     lines += ["  <work>", *work, "  </work>", "</document>", ""]

@@ -38,7 +38,7 @@ from gateway.asgi import Receive, Scope, Send, respond
 from gateway.calls.bridge import NO_SERVICE as _NO_SERVICE
 from gateway.calls.events import CallEnded
 from gateway.calls.mount import AdapterContext, Mounted
-from gateway.dialogue.config import ConfigProblem, Reader
+from gateway.dialogue.config import ConfigProblem, Reader, TTSConfig
 from gateway.dialogue.operations import Reply
 from gateway.errors import InvalidParameter
 from gateway.store.instances import Instance
@@ -136,6 +136,7 @@ class HttapiRoute:
             else ""
         )
         context.metrics.bind_front(FRONT)
+        self._by_tts: dict[TTSConfig | None, codec.RenderOptions] = {}
 
     # -- auth -------------------------------------------------------------------
 
@@ -203,28 +204,31 @@ class HttapiRoute:
     def _render(
         self, reply: Reply | None, instance: Instance | None, turn: int, instance_id: str
     ) -> bytes:
-        cfg = self.config
-        tts = None if instance is None else instance.navigation.tts
-        engine, voice = (
-            (tts.engine, tts.voice)
-            if tts is not None and tts.engine
-            else (
-                cfg.tts_engine,
-                cfg.tts_voice,
-            )
-        )
         params = {"ivrgw_turn": str(turn)}
         if instance_id:
             params["instance"] = instance_id
-        options = codec.RenderOptions(
-            engine=engine,
-            voice=voice,
-            params=params,
-            transfers=cfg.transfers,
-            asr_engine=cfg.asr_engine,
-            asr_grammar=cfg.asr_grammar,
-        )
-        return codec.render(reply if reply is not None else _NO_SERVICE, options)
+        options = self._options(None if instance is None else instance.navigation.tts)
+        return codec.render(reply if reply is not None else _NO_SERVICE, options, params)
+
+    def _options(self, tts: TTSConfig | None) -> codec.RenderOptions:
+        """Render options per TTS config (the instance's engine, or the adapter's), kept."""
+        options = self._by_tts.get(tts)
+        if options is None:
+            cfg = self.config
+            engine, voice = (
+                (tts.engine, tts.voice)
+                if tts is not None and tts.engine
+                else (cfg.tts_engine, cfg.tts_voice)
+            )
+            options = self._by_tts[tts] = codec.RenderOptions(
+                engine=engine,
+                voice=voice,
+                params={},
+                transfers=cfg.transfers,
+                asr_engine=cfg.asr_engine,
+                asr_grammar=cfg.asr_grammar,
+            )
+        return options
 
     async def _unauthorized(self, send: Send) -> None:
         await send(

@@ -203,13 +203,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     result = run(args.duration, args.connections, args.rounds)
-    print(f"{'round':<7}{'server':<16}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(
+        f"{'round':<7}{'server':<16}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'srv cpu':>9}{'gen cpu':>9}"
+    )
     for name, runs in result["slices"].items():
         for x in runs:
             errors = sum(x["errors"].values())
             print(
                 f"{x['round']:<7}{name:<16}{x['rps']:>9.0f}{x['p50_ms']:>9.2f}"
-                f"{x['p99_ms']:>9.2f}{errors:>8}"
+                f"{x['p99_ms']:>9.2f}{errors:>8}{x['server_cpu'] or 0:>9.2f}{x['generator_cpu']:>9.2f}"
             )
     print(
         f"httapi turn / starlette: median {result['ratio']:.2f}x, rounds "

@@ -183,6 +183,9 @@ class RenderOptions:
     digit_timeout_ms: int = 3000
     max_digits: int = 32
     hangup_cause: str = "NORMAL_CLEARING"
+    # > 0: start a background recording of the call, at most this many
+    # seconds; FreeSWITCH uploads it with the exiting request (§1.2, §1.4).
+    record_call_seconds: int = 0
 
 
 # -- requests ---------------------------------------------------------------
@@ -446,6 +449,10 @@ def render(reply: Reply, opts: RenderOptions, params: Mapping[str, str] | None =
             work.append(_hangup(_hangup_cause(reply, opts)))
         # Broadcast without a wait and RedirectToPage: the prompt alone. When it
         # ends, FreeSWITCH asks again with no input.
+    if opts.record_call_seconds > 0:
+        work.insert(
+            0, f'{_IN2}<recordCall limit="{opts.record_call_seconds}" name="recorded_file"/>'
+        )
     if not work:
         # Nothing to play or do. An empty <work> would end httapi (§1.3).
         work.append(f"{_IN2}<continue/>")

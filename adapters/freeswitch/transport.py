@@ -13,7 +13,8 @@ Rules of this file (docs/freeswitch.md):
   over the cap) gets a 4xx, in plain text.
 - Turns are keyed by (session_id, ivrgw_turn): FreeSWITCH repeating a
   request gets the same document and no second turn runs.
-- A `recordCall` upload (multipart, with exiting=true) is stored under
+- With `record_calls`, the first document starts a `<recordCall>`; the
+  upload (multipart, with exiting=true) is stored under
   `recordings_dir/<instance>/<session_id>/`, with a JSON sidecar naming the
   conversation.
 """
@@ -21,6 +22,7 @@ Rules of this file (docs/freeswitch.md):
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hmac
 import logging
 import re
@@ -36,7 +38,7 @@ from adapters.freeswitch.multipart import MultipartError, parse_multipart
 from gateway.api import query
 from gateway.asgi import Receive, Scope, Send, respond
 from gateway.calls.bridge import NO_SERVICE as _NO_SERVICE
-from gateway.calls.events import CallEnded
+from gateway.calls.events import CallEnded, CallStarted
 from gateway.calls.mount import AdapterContext, Mounted
 from gateway.dialogue.config import ConfigProblem, Reader, TTSConfig
 from gateway.dialogue.operations import Reply
@@ -64,6 +66,8 @@ class FreeSwitchConfig:
     recordings_dir: Path
     max_body: int
     max_recording: int
+    # > 0: the first document of each call starts a background recording.
+    record_call_seconds: int
     transfers: codec.Transfers
 
     def __repr__(self) -> str:
@@ -121,6 +125,11 @@ def parse_config(table: Mapping[str, Any], where: str, base_dir: Path) -> FreeSw
         recordings_dir=recordings if recordings.is_absolute() else base_dir / recordings,
         max_body=r.integer("max_body_bytes", 1_024, 1_048_576, 65_536),
         max_recording=r.integer("max_recording_bytes", 1_024, 1 << 31, 100 * 1_048_576),
+        record_call_seconds=(
+            r.integer("record_call_seconds", 1, 86_400, 3_600)
+            if r.boolean("record_calls", False)
+            else 0
+        ),
         transfers=transfers,
     )
 
@@ -195,19 +204,30 @@ class HttapiRoute:
             FRONT,
             event,
             parsed.instance_id,
-            lambda reply, instance: self._render(reply, instance, turn + 1, parsed.instance_id),
+            lambda reply, instance: self._render(
+                reply, instance, turn + 1, parsed.instance_id, first=isinstance(event, CallStarted)
+            ),
             (event.call_id, turn),
             fingerprint,
         )
         await respond(send, 200, XML, document)
 
     def _render(
-        self, reply: Reply | None, instance: Instance | None, turn: int, instance_id: str
+        self,
+        reply: Reply | None,
+        instance: Instance | None,
+        turn: int,
+        instance_id: str,
+        first: bool = False,
     ) -> bytes:
         params = {"ivrgw_turn": str(turn)}
         if instance_id:
             params["instance"] = instance_id
         options = self._options(None if instance is None else instance.navigation.tts)
+        if first and self.config.record_call_seconds:
+            options = dataclasses.replace(
+                options, record_call_seconds=self.config.record_call_seconds
+            )
         return codec.render(reply if reply is not None else _NO_SERVICE, options, params)
 
     def _options(self, tts: TTSConfig | None) -> codec.RenderOptions:

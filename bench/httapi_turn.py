@@ -212,7 +212,8 @@ def main() -> None:
             errors = sum(x["errors"].values())
             print(
                 f"{x['round']:<7}{name:<16}{x['rps']:>9.0f}{x['p50_ms']:>9.2f}"
-                f"{x['p99_ms']:>9.2f}{errors:>8}{x['server_cpu'] or 0:>9.2f}{x['generator_cpu']:>9.2f}"
+                f"{x['p99_ms']:>9.2f}{errors:>8}{x['server_cpu'] or 0:>9.2f}"
+                f"{x['generator_cpu']:>9.2f}"
             )
     print(
         f"httapi turn / starlette: median {result['ratio']:.2f}x, rounds "

@@ -229,3 +229,35 @@ def test_metrics_carry_the_freeswitch_front(gw: GatewayProcess) -> None:
     send(gw, call_fields(conversation_id()))
     _, _, body = gw.get("/metrics")
     assert 'front="freeswitch"' in body.decode() and PASSWORD not in body.decode()
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ("enabled = true", "adapters.freeswitch"),
+        ('enabled = true\nusername = "fs"', "adapters.freeswitch.password"),
+        (
+            'enabled = true\nsecret = "s"\n[adapters.freeswitch.transfer]\nmode = "x"',
+            "adapters.freeswitch.transfer.mode",
+        ),
+        (
+            'enabled = true\nsecret = "s"\n[adapters.freeswitch.transfer]\nagents = { a = "bad ext" }',
+            "adapters.freeswitch.transfer.agents",
+        ),
+    ],
+)
+def test_bad_adapter_config_stops_start_up_naming_the_key(
+    tmp_path: Path, table: str, key: str
+) -> None:
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path, extra=f"\n[adapters.freeswitch]\n{table}\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2, r.stderr
+    assert key in r.stderr and "gateway.toml" in r.stderr

@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config/gateway.toml
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench lint clean system-deps
 
 # A fresh Debian may lack the venv module (package python3-venv); install it
 # when we can (root with apt), otherwise say what is missing.
@@ -35,7 +35,19 @@ run: $(VENV)/.run
 	@echo
 	$(BIN)/python -m gateway serve --config $(CONFIG)
 
-test: $(VENV)/.dev
+# Servers and tools the tests run for real: nginx (a proxy and a static
+# server), espeak-ng (prompt audio). Installed when missing, as root with apt.
+SYSTEM_DEPS := nginx:nginx-light espeak-ng:espeak-ng
+system-deps:
+	@missing=""; for d in $(SYSTEM_DEPS); do \
+	  cmd=$${d%%:*}; pkg=$${d##*:}; \
+	  command -v $$cmd >/dev/null || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing system packages:$$missing (tests that need them will fail)" >&2; fi; fi
+
+test: $(VENV)/.dev system-deps
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.dev

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 
 import orjson
 
@@ -23,7 +24,7 @@ from gateway.bots.llm import LlmBot
 from gateway.bots.webhook import WebhookBot, WebhookConfig
 from gateway.calls.bridge import Bridge
 from gateway.calls.idempotency import TurnCache
-from gateway.calls.mount import AdapterContext, resolve
+from gateway.calls.mount import AdapterContext, LiveCall, resolve
 from gateway.dialogue.bot import AsyncBot
 from gateway.dialogue.config import ConfigProblem
 from gateway.errors import ConfigError
@@ -124,12 +125,21 @@ class Gateway:
         }
         self._sweeper: asyncio.Task[None] | None = None
         self.prefixes: list[tuple[str, ASGIApp]] = []
+        self.live: dict[str, LiveCall] = {}
+        self.startups: list[Callable[[], Awaitable[None]]] = []
+        self.shutdowns: list[Callable[[], Awaitable[None]]] = []
+        self.checks: dict[str, Callable[[], bool]] = {}
         self._mount_adapters()
 
     def _mount_adapters(self) -> None:
         """The adapters settings enable, resolved by name (gateway.calls.mount)."""
         context = AdapterContext(
-            self.bridge, self.instances, self.metrics, self.settings.path.parent
+            self.bridge,
+            self.instances,
+            self.metrics,
+            self.settings.path.parent,
+            self.pool,
+            self.live,
         )
         for name, table in self.settings.adapters:
             where = f"adapters.{name}"
@@ -142,6 +152,9 @@ class Gateway:
                     raise ConfigError(str(self.settings.path), f"{where}.path", f"{path} is taken")
                 self.routes[path] = handler
             self.prefixes.extend(mounted.prefixes.items())
+            self.startups.extend(mounted.startup)
+            self.shutdowns.extend(mounted.shutdown)
+            self.checks.update(mounted.ready)
 
     def _live_conversations(self) -> list[tuple[str, int]]:
         """Every configured instance (0 when idle) and any other with live calls."""
@@ -171,11 +184,21 @@ class Gateway:
         await respond(send, 200, b"application/json", b'{"status":"alive"}')
 
     async def _readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.ready:
-            body = orjson.dumps({"status": "ready", "instances": len(self.instances)})
-            await respond(send, 200, b"application/json", body)
-        else:
+        if not self.ready:
             await respond(send, 503, b"application/json", b'{"status":"starting"}')
+            return
+        # An adapter whose switch is unreachable makes the gateway not ready,
+        # though its other front doors keep serving.
+        adapters = {name: check() for name, check in self.checks.items()}
+        ok = all(adapters.values())
+        body = orjson.dumps(
+            {
+                "status": "ready" if ok else "degraded",
+                "instances": len(self.instances),
+                "adapters": adapters,
+            }
+        )
+        await respond(send, 200 if ok else 503, b"application/json", body)
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, CONTENT_TYPE.encode(), self.metrics.exposition())
@@ -193,6 +216,8 @@ class Gateway:
             if message["type"] == "lifespan.startup":
                 if self.outbox is not None:
                     await self.outbox.start()
+                for start in self.startups:
+                    await start()
                 self._sweeper = asyncio.create_task(self._sweep())
                 self.ready = True
                 log.info(
@@ -211,6 +236,9 @@ class Gateway:
                     self._sweeper.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await self._sweeper
+                for stop in self.shutdowns:
+                    with contextlib.suppress(Exception):
+                        await stop()
                 if self.outbox is not None:
                     await self.outbox.close()
                 await self.pool.aclose()

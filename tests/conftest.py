@@ -94,8 +94,11 @@ dir = "instances"
 
 
 class GatewayProcess:
-    def __init__(self, config: Path, log: Path) -> None:
-        self.port = free_port()
+    def __init__(
+        self, config: Path, log: Path, port: int | None = None, ready_path: str = "/readyz"
+    ) -> None:
+        self.port = port or free_port()
+        self.ready_path = ready_path
         self.log_path = log
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
@@ -121,7 +124,7 @@ class GatewayProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited: {self.log_path.read_text()}")
             try:
-                status, _, _ = self.get("/readyz")
+                status, _, _ = self.get(self.ready_path)
                 if status == 200:
                     return
             except OSError:
@@ -140,7 +143,8 @@ class GatewayProcess:
             conn.close()
 
     def logs(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def stop(self) -> None:

@@ -6,6 +6,8 @@ Rules of this file:
 - The body is capped, parsed by the codec, and run through the same bridge
   (and the same idempotency) as every other front door: the turn key is
   `seq`, or the `Idempotency-Key` header.
+- A `speech` event for a call another adapter owns (an Asterisk channel id)
+  is handed to that call, which plays the reply on the channel.
 - Answers are JSON: 200 with the action, or 4xx `{code, message}` for a
   request the codec refuses.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 from adapters.webhook import codec
 from gateway.asgi import Receive, Scope, Send, respond
+from gateway.calls.events import UserSaid
 from gateway.calls.mount import AdapterContext, Mounted
 from gateway.dialogue.config import ConfigProblem, Reader
 from gateway.dialogue.operations import Reply
@@ -34,6 +37,7 @@ class WebhookRoute:
         self, context: AdapterContext, tokens: list[str], default_instance: str, max_body: int
     ) -> None:
         self.bridge = context.bridge
+        self.live = context.live
         self.tokens = [f"Bearer {t}".encode() for t in tokens]
         self.default_instance = default_instance
         self.max_body = max_body
@@ -77,7 +81,13 @@ class WebhookRoute:
         def render(reply: Reply | None, instance: Instance | None) -> bytes:
             return codec.render(call_id, seq, reply)
 
-        out = await self.bridge.run(FRONT, parsed.event, parsed.instance_id, render, key, body)
+        live = self.live.get(call_id) if isinstance(parsed.event, UserSaid) else None
+        if live is not None:
+            # A call another front door owns (an Asterisk channel): it runs
+            # the turn in its own order and plays the reply itself.
+            out = render(await live(parsed.event), None)
+        else:
+            out = await self.bridge.run(FRONT, parsed.event, parsed.instance_id, render, key, body)
         await respond(send, 200, JSON, out)
 
     async def _body(self, receive: Receive) -> bytes:

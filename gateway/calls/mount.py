@@ -10,18 +10,27 @@ it validates its own `[adapters.<name>]` table and raises
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from gateway.asgi import ASGIApp
 from gateway.calls.bridge import Bridge
+from gateway.calls.events import CallEvent
+from gateway.dialogue.operations import Reply
 from gateway.metrics import Metrics
+from gateway.net.http import HttpClient
 from gateway.store.instances import InstanceRegistry
+
+# A live call that another front door may feed an event to (a recognised
+# utterance for an Asterisk channel, arriving over the JSON webhook). It runs
+# the turn in the call's own order and returns the reply it acted on.
+LiveCall = Callable[[CallEvent], Awaitable[Reply | None]]
 
 ADAPTERS: Mapping[str, str] = {
     "freeswitch": "adapters.freeswitch.transport:mount",
     "webhook": "adapters.webhook.transport:mount",
+    "asterisk": "adapters.asterisk.transport:mount",
 }
 
 
@@ -31,12 +40,21 @@ class AdapterContext(NamedTuple):
     metrics: Metrics
     # Relative paths in an adapter's table are relative to this (gateway.toml's directory).
     base_dir: Path
+    # The gateway's pooled HTTP client (REST calls to a switch go through it).
+    http: HttpClient
+    # Live calls by call id, across adapters (see LiveCall).
+    live: MutableMapping[str, LiveCall]
 
 
 class Mounted(NamedTuple):
     # Exact paths, and path prefixes (a prefix ends with "/").
     paths: Mapping[str, ASGIApp]
     prefixes: Mapping[str, ASGIApp] = {}
+    # Run at start-up and shutdown (a switch connection); must not block long.
+    startup: Sequence[Callable[[], Awaitable[None]]] = ()
+    shutdown: Sequence[Callable[[], Awaitable[None]]] = ()
+    # Readiness checks by name, for /readyz (a switch connection is up).
+    ready: Mapping[str, Callable[[], bool]] = {}
 
 
 Mount = Callable[[AdapterContext, Mapping[str, Any], str], Mounted]

@@ -1,0 +1,1 @@
+"""Asterisk through ARI: an events websocket in, REST calls out, prompts as gateway audio."""

@@ -1,0 +1,261 @@
+"""The Asterisk adapter: one ARI client, the calls in Stasis, and the prompt audio.
+
+Rules of this file (docs/asterisk.md):
+- `[adapters.asterisk]` names one Asterisk: url, username, password, app,
+  default_instance. The adapter keeps its events websocket up (ari.py) and
+  reports not-ready in /readyz while it is down; other front doors serve on.
+- Every call is a `Call` (call.py) with its own task. Events are routed to
+  it by channel id; a StasisStart creates it. Live calls are also
+  registered for other front doors (an utterance over the JSON webhook).
+- Prompts are audio the gateway makes (gateway.tts): served at `/media/`
+  and played as `sound:<media_url><name>`, or, in directory mode, as
+  `sound:<media_dir>/<hash>` from a directory Asterisk shares.
+- After a reconnect, calls are reconciled: a channel Asterisk no longer has
+  ends its call; a prompt that finished while we were away is treated as
+  finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway.tts.espeak import EspeakSynthesizer
+from gateway.tts.media import MediaRoute
+from gateway.tts.service import TtsCollector
+
+from adapters.asterisk import codec
+from adapters.asterisk.ari import AriClient, AriCollector, AriStatus
+from adapters.asterisk.call import ERROR_MEDIA, Call
+from gateway import errors
+from gateway.calls.events import CallEvent
+from gateway.calls.mount import AdapterContext, Mounted
+from gateway.dialogue.config import ConfigProblem, Reader, TTSConfig
+from gateway.dialogue.operations import Reply
+from gateway.store.instances import Instance
+from gateway.tts import TtsError, TtsService
+
+log = logging.getLogger("adapters.asterisk")
+
+FRONT = "asterisk"
+MEDIA_PREFIX = "/media/"
+DEFAULT_TTS = TTSConfig()
+_DESTINATION_FORMS = 'must be "context,extension,priority" or "redirect:<endpoint>"'
+Rendered = tuple[Reply | None, Instance | None]
+
+
+@dataclass(frozen=True, slots=True)
+class AsteriskConfig:
+    url: str
+    username: str
+    password: str
+    app: str
+    default_instance: str
+    media_mode: Literal["http", "directory"]
+    media_url: str
+    media_dir: str
+    tts_cache_dir: Path
+    sample_rate: int
+    inter_digit_ms: int
+    agents: Mapping[str, codec.Destination]
+    ivrs: Mapping[str, codec.Destination]
+    default_agent: codec.Destination | None
+    default_ivr: codec.Destination | None
+
+    def __repr__(self) -> str:
+        return f"AsteriskConfig(url={self.url!r}, app={self.app!r})"
+
+
+def _destinations(r: Reader, name: str) -> dict[str, codec.Destination]:
+    value = r.data.get(name, {})
+    if not isinstance(value, Mapping):
+        raise ConfigProblem(r.key(name), "must be a table")
+    out: dict[str, codec.Destination] = {}
+    for key, text in value.items():
+        where = codec.parse_destination(text) if isinstance(text, str) else None
+        if where is None:
+            raise ConfigProblem(
+                f"{r.key(name)}.{key}",
+                'must be "context,extension,priority" or "redirect:<endpoint>"',
+            )
+        out[key] = where
+    return out
+
+
+def _destination(r: Reader, name: str) -> codec.Destination | None:
+    text = r.text(name, "", max_len=200)
+    if not text:
+        return None
+    where = codec.parse_destination(text)
+    if where is None:
+        raise ConfigProblem(
+            r.key(name), 'must be "context,extension,priority" or "redirect:<endpoint>"'
+        )
+    return where
+
+
+def parse_config(table: Mapping[str, Any], where: str, base_dir: Path) -> AsteriskConfig:
+    r = Reader(table, where)
+    url = r.text("url", "http://127.0.0.1:8088", max_len=512)
+    if not url.startswith(("http://", "https://")):
+        raise ConfigProblem(r.key("url"), "must be an http:// or https:// URL")
+    username = r.text("username", max_len=128)
+    password = r.text("password", max_len=256)
+    if not username or not password:
+        raise ConfigProblem(where, "username and password (an ari.conf user) are required")
+    mode = r.text("media_mode", "http", max_len=16)
+    if mode not in ("http", "directory"):
+        raise ConfigProblem(r.key("media_mode"), "must be http or directory")
+    cache = Path(r.text("tts_cache_dir", "var/tts", max_len=4096))
+    # Asterisk plays a `.wav` only at 8 kHz (16 kHz needs `.wav16` names).
+    rate = r.integer("sample_rate", 8000, 8000, 8000)
+    t = r.table("transfer", required=False)
+    media_url = r.text("media_url", "http://127.0.0.1:8080/media/", max_len=512)
+    return AsteriskConfig(
+        url=url,
+        username=username,
+        password=password,
+        app=r.text("app", "ivrgw", max_len=64),
+        default_instance=r.text("default_instance", "", max_len=128),
+        media_mode="http" if mode == "http" else "directory",
+        media_url=media_url if media_url.endswith("/") else media_url + "/",
+        media_dir=r.text("media_dir", "", max_len=4096),
+        tts_cache_dir=cache if cache.is_absolute() else base_dir / cache,
+        sample_rate=rate,
+        inter_digit_ms=r.integer("inter_digit_ms", 100, 30_000, 2_000),
+        agents=_destinations(t, "agents"),
+        ivrs=_destinations(t, "ivrs"),
+        default_agent=_destination(t, "default_agent"),
+        default_ivr=_destination(t, "default_ivr"),
+    )
+
+
+class AsteriskAdapter:
+    def __init__(self, context: AdapterContext, config: AsteriskConfig) -> None:
+        self.config = config
+        self.bridge = context.bridge
+        self.live = context.live
+        self.tts = TtsService(config.tts_cache_dir, EspeakSynthesizer(), config.sample_rate)
+        self.ari = AriClient(
+            config.url,
+            config.username,
+            config.password,
+            config.app,
+            context.http,
+            self._on_event,
+            self._on_connect,
+        )
+        self.calls: dict[str, Call] = {}
+        context.metrics.bind_front(FRONT)
+        context.metrics.registry.register(AriCollector(lambda: iter([self.ari])))
+        context.metrics.registry.register(TtsCollector(self.tts))
+
+    # -- events -----------------------------------------------------------------
+
+    def _on_event(self, event: codec.Event) -> None:
+        call = self.calls.get(event.channel_id)
+        if call is None:
+            if not isinstance(event, codec.StasisStart):
+                return  # a channel we do not (or no longer) handle
+            call = self.calls[event.channel_id] = Call(self, event.channel_id)
+            self.live[call.id] = call.inject
+            call.start()
+        call.feed(event)
+
+    async def _on_connect(self) -> None:
+        """Reconcile live calls with Asterisk after a (re)connect."""
+        for call in list(self.calls.values()):
+            try:
+                await self.ari.rest("GET", f"/channels/{call.id}")
+            except AriStatus as exc:
+                if exc.call_gone:
+                    call.feed(codec.CallGone(call.id, "missing after reconnect"))
+                continue
+            except errors.BackendError:
+                continue
+            playback = call.playback
+            if playback is not None:
+                with contextlib.suppress(errors.BackendError):
+                    try:
+                        await self.ari.rest("GET", f"/playbacks/{playback}")
+                    except AriStatus as exc:
+                        if exc.status == 404:
+                            call.feed(codec.PlaybackFinished(call.id, playback, "done"))
+
+    def forget(self, call: Call) -> None:
+        self.calls.pop(call.id, None)
+        self.live.pop(call.id, None)
+
+    # -- what calls ask of the adapter -----------------------------------------
+
+    async def turn(self, call: Call, event: CallEvent) -> tuple[Reply | None, Instance | None]:
+        def render(
+            reply: Reply | None, instance: Instance | None
+        ) -> tuple[Reply | None, Instance | None]:
+            return reply, instance
+
+        return await self.bridge.run(FRONT, event, call.instance_id, render)
+
+    async def media_for(self, reply: Reply, instance: Instance | None) -> list[str]:
+        """The ARI media URIs that say `reply` (empty: nothing to say)."""
+        media: list[str] = []
+        text = reply.text.strip()
+        if codec.passthrough(text):
+            media.append(text)
+        elif text:
+            tts = instance.navigation.tts if instance is not None else DEFAULT_TTS
+            try:
+                prompt = await self.tts.prompt(text, tts)
+            except TtsError as exc:
+                log.error("prompt synthesis failed", extra={"fields": {"error": str(exc)}})
+                media.append(ERROR_MEDIA)
+            else:
+                if self.config.media_mode == "http":
+                    media.append(f"sound:{self.config.media_url}{prompt.name}")
+                else:
+                    stem = prompt.name.removesuffix(".wav")
+                    media.append(f"sound:{self.config.media_dir.rstrip('/')}/{stem}")
+        media.extend(codec.media_params(reply))
+        return media
+
+    def destination(self, reply: Reply) -> codec.Destination | None:
+        c = self.config
+        return codec.destination(reply, c.agents, c.ivrs, c.default_agent, c.default_ivr)
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def startup(self) -> None:
+        self.ari.start()
+
+    async def shutdown(self) -> None:
+        await self.ari.close()
+        await self.tts.aclose()
+        tasks = [c.task for c in self.calls.values() if c.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
+    def ready(self) -> bool:
+        return self.ari.connected
+
+    def __repr__(self) -> str:
+        return f"AsteriskAdapter({self.config!r}, calls={len(self.calls)})"
+
+
+def mount(context: AdapterContext, table: Mapping[str, Any], where: str) -> Mounted:
+    config = parse_config(table, where, context.base_dir)
+    adapter = AsteriskAdapter(context, config)
+    prefixes = {MEDIA_PREFIX: MediaRoute(adapter.tts)} if config.media_mode == "http" else {}
+    return Mounted(
+        {},
+        prefixes,
+        startup=[adapter.startup],
+        shutdown=[adapter.shutdown],
+        ready={"asterisk": adapter.ready},
+    )

@@ -124,6 +124,7 @@ class AriClient:
                     open_timeout=5,
                     ping_interval=20,
                     compression=None,
+                    proxy=None,
                     max_size=4 * 1_048_576,
                 ) as ws:
                     self.connected = True

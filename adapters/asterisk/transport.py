@@ -25,10 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.tts.espeak import EspeakSynthesizer
-from gateway.tts.media import MediaRoute
-from gateway.tts.service import TtsCollector
-
 from adapters.asterisk import codec
 from adapters.asterisk.ari import AriClient, AriCollector, AriStatus
 from adapters.asterisk.call import ERROR_MEDIA, Call
@@ -39,6 +35,9 @@ from gateway.dialogue.config import ConfigProblem, Reader, TTSConfig
 from gateway.dialogue.operations import Reply
 from gateway.store.instances import Instance
 from gateway.tts import TtsError, TtsService
+from gateway.tts.espeak import EspeakSynthesizer
+from gateway.tts.media import MediaRoute
+from gateway.tts.service import TtsCollector
 
 log = logging.getLogger("adapters.asterisk")
 

@@ -112,7 +112,8 @@ class FakeOpenAI:
             app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        sock = socket.socket()
+        # IPPROTO_TCP so asyncio sets TCP_NODELAY on the accepted sockets (see fake_ari).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock).start()

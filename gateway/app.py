@@ -18,12 +18,14 @@ import orjson
 
 from gateway.api.auth import Authenticator
 from gateway.api.manage import ManagementApi
+from gateway.api.monitor import MonitorRoute, not_found
 from gateway.api.rpc import RpcApi
 from gateway.asgi import ASGIApp, Receive, Scope, Send, respond
 from gateway.bots.llm import LlmBot
 from gateway.bots.webhook import WebhookBot, WebhookConfig
 from gateway.calls.bridge import Bridge
 from gateway.calls.idempotency import TurnCache
+from gateway.calls.monitor import Monitor
 from gateway.calls.mount import AdapterContext, LiveCall, resolve
 from gateway.dialogue.bot import AsyncBot
 from gateway.dialogue.config import ConfigProblem
@@ -97,7 +99,10 @@ class Gateway:
         self.management = ManagementApi(self.instances, self.bots)
         # One turn cache for every front door; the bridge namespaces its keys by front.
         self.turns = TurnCache(settings.idempotent_turns)
-        self.bridge = Bridge(self.service.run_sync, self.instances, self.metrics, self.turns)
+        self.monitor = Monitor()
+        self.bridge = Bridge(
+            self.service.run_sync, self.instances, self.metrics, self.turns, self.monitor
+        )
         self.authenticator = (
             Authenticator(
                 {k.id: k for k in settings.access_keys},
@@ -115,6 +120,7 @@ class Gateway:
             service_sync=self.service.run_sync,
             turns=self.turns,
             management=self.management.actions,
+            monitor=self.monitor,
         )
         self.ready = False
         self.routes: dict[str, ASGIApp] = {
@@ -122,6 +128,9 @@ class Gateway:
             "/healthz": self._healthz,
             "/readyz": self._readyz,
             "/metrics": self._metrics,
+        }
+        self.websockets: dict[str, ASGIApp] = {
+            "/ws/monitor": MonitorRoute(self.monitor, self.authenticator)
         }
         self._sweeper: asyncio.Task[None] | None = None
         self.prefixes: list[tuple[str, ASGIApp]] = []
@@ -140,6 +149,8 @@ class Gateway:
             self.settings.path.parent,
             self.pool,
             self.live,
+            self.authenticator,
+            self.monitor,
         )
         for name, table in self.settings.adapters:
             where = f"adapters.{name}"
@@ -151,6 +162,10 @@ class Gateway:
                 if path in self.routes:
                     raise ConfigError(str(self.settings.path), f"{where}.path", f"{path} is taken")
                 self.routes[path] = handler
+            for path, handler in mounted.websockets.items():
+                if path in self.websockets:
+                    raise ConfigError(str(self.settings.path), f"{where}.path", f"{path} is taken")
+                self.websockets[path] = handler
             self.prefixes.extend(mounted.prefixes.items())
             self.startups.extend(mounted.startup)
             self.shutdowns.extend(mounted.shutdown)
@@ -176,9 +191,10 @@ class Gateway:
                 await respond(send, 404, b"application/json", body)
                 return
             await handler(scope, receive, send)
+        elif kind == "websocket":
+            await self.websockets.get(scope["path"], not_found)(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
-        # Websocket routes arrive with their adapters; until then none is served.
 
     async def _healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, b"application/json", b'{"status":"alive"}')

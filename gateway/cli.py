@@ -24,6 +24,10 @@ def _load(flag: str | None) -> tuple[Settings, list]:  # type: ignore[type-arg]
     return settings, load_instances(settings.instances_dir, settings)
 
 
+# Larger frames close the socket with 1009 before a handler sees them.
+WS_MAX_MESSAGE = 1 << 20
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -39,6 +43,12 @@ def serve(args: argparse.Namespace) -> int:
         port=settings.port if args.port is None else args.port,
         loop="uvloop",
         http="httptools",
+        # The sans-I/O websockets protocol: it offers the `websocket.http.response`
+        # extension (401 before an upgrade). Frames up to WS_MAX_MESSAGE reach the
+        # handlers, which apply their own, smaller caps with an error frame.
+        ws="websockets-sansio",
+        ws_max_size=WS_MAX_MESSAGE,
+        ws_per_message_deflate=False,
         lifespan="on",
         access_log=False,
         log_config=None,

@@ -197,6 +197,12 @@ class NonceUsed(AuthError):
         self.nonce = nonce
 
 
+class InvalidToken(AuthError):
+    code = "InvalidToken"
+    status = 401
+    default_message = "The bearer token is not one this endpoint accepts."
+
+
 class Forbidden(AuthError):
     code = "Forbidden.RAM"
     status = 403

@@ -203,6 +203,21 @@ class Authenticator:
         self._fresh(key, headers["x-acs-date"], headers["x-acs-signature-nonce"], now)
         return key
 
+    def verify_handshake(self, path: str, params: Mapping[str, str], now: float) -> AccessKey:
+        """A websocket upgrade signed in its query (`signing.handshake_string_to_sign`):
+        the same key, timestamp window and single-use nonce rules as an RPC call."""
+        signature = params.get("Signature")
+        key_id = params.get("AccessKeyId")
+        if not signature or not key_id:
+            raise errors.IncompleteSignature()
+        key = self._key(key_id)
+        string_to_sign = signing.handshake_string_to_sign(path, params)
+        expected = signing.rpc_v1_sign_with(self._v1_keys[key.id], string_to_sign)
+        if not hmac.compare_digest(expected, signature.replace(" ", "+")):
+            raise _mismatch(string_to_sign)
+        self._fresh(key, params.get("Timestamp", ""), params.get("SignatureNonce", ""), now)
+        return key
+
     def authorize(self, key: AccessKey, action: str) -> None:
         if not allowed(key.policy, action):
             raise errors.Forbidden(

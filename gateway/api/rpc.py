@@ -31,6 +31,7 @@ from gateway.api.auth import AccessKey, Authenticator
 from gateway.api.manage import Handler
 from gateway.asgi import Receive, Scope, Send, respond
 from gateway.calls.idempotency import KeyReused, TurnCache
+from gateway.calls.monitor import Monitor
 from gateway.dialogue.navigator import Done
 from gateway.dialogue.operations import Operation
 from gateway.metrics import OPERATIONS, Metrics
@@ -103,8 +104,10 @@ class RpcApi:
         service_sync: SyncService | None = None,
         turns: TurnCache | None = None,
         management: Mapping[str, Handler] | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self.service = service
+        self.monitor = Monitor() if monitor is None else monitor
         # A service that answers without I/O (the local navigator) also gives
         # its synchronous entry point: then nothing on the turn path is awaited.
         self.service_sync = service_sync
@@ -126,7 +129,7 @@ class RpcApi:
         started = time.perf_counter()
         request_id = self.request_ids.next()
         fmt: formats.Format = "JSON"
-        operation = ""
+        operation = instance_id = conversation_id = ""
         try:
             if scope["method"] not in ("GET", "POST"):
                 raise errors.InvalidParameter(
@@ -247,12 +250,16 @@ class RpcApi:
                     entry.settle(result)
         except errors.GatewayError as exc:
             await self._error(send, fmt, request_id, exc, operation, started)
+            if operation and self.monitor.watchers:
+                self._publish(instance_id, conversation_id, operation, None, "error", started)
             return
         except Exception:
             log.exception("rpc handler failed", extra={"fields": {"request_id": request_id}})
             await self._error(
                 send, fmt, request_id, errors.InternalServerError(), operation, started
             )
+            if operation and self.monitor.watchers:
+                self._publish(instance_id, conversation_id, operation, None, "error", started)
             return
 
         reply = None if result is None else result.reply
@@ -273,6 +280,15 @@ class RpcApi:
             self._fallback[operation].observe(elapsed)
         else:
             self._ok[operation].observe(elapsed)
+        if self.monitor.watchers:
+            self._publish(
+                instance_id,
+                conversation_id,
+                operation,
+                reply.action.value if reply else None,
+                "fallback" if result is not None and result.outcome == "fallback" else "ok",
+                started,
+            )
         if self.log_turns:
             log.debug(
                 "turn",
@@ -336,6 +352,20 @@ class RpcApi:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+    def _publish(
+        self,
+        instance_id: str,
+        conversation_id: str,
+        operation: str,
+        action: str | None,
+        outcome: str,
+        started: float,
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        self.monitor.publish(
+            self.front, instance_id, conversation_id, operation, action, outcome, elapsed
+        )
 
     async def _error(
         self,

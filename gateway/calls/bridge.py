@@ -13,7 +13,8 @@ Rules of this file:
   `key` and a request `fingerprint`: a retried turn gets the first rendered
   answer back, byte for byte, and runs once (calls.idempotency).
 - Every turn is observed in `ivrgw_turn_duration_seconds` under the front's
-  name, with outcome ok, fallback or error.
+  name, with outcome ok, fallback or error, and published to the live
+  monitor (calls.monitor) when anyone watches.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from gateway.calls.events import (
     UserSaid,
 )
 from gateway.calls.idempotency import KeyReused, TurnCache
+from gateway.calls.monitor import Monitor
 from gateway.dialogue import navigator
 from gateway.dialogue.navigator import Done
 from gateway.dialogue.operations import (
@@ -95,11 +97,13 @@ class Bridge:
         instances: InstanceRegistry,
         metrics: Metrics,
         turns: TurnCache,
+        monitor: Monitor | None = None,
     ) -> None:
         self.service = service
         self.instances = instances
         self.metrics = metrics
         self.turns = turns
+        self.monitor = Monitor() if monitor is None else monitor
 
     async def run(
         self,
@@ -150,7 +154,11 @@ class Bridge:
         if reply is not None:
             self.metrics.count_reply(reply.action)
         out = render(reply, instance)
-        self.metrics.observe_turn(name, front, outcome, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.metrics.observe_turn(name, front, outcome, elapsed)
+        if self.monitor.watchers:
+            action = None if reply is None else reply.action.value
+            self.monitor.publish(front, instance_id, event.call_id, name, action, outcome, elapsed)
         return out
 
     def _failed(

@@ -14,9 +14,11 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequen
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
+from gateway.api.auth import Authenticator
 from gateway.asgi import ASGIApp
 from gateway.calls.bridge import Bridge
 from gateway.calls.events import CallEvent
+from gateway.calls.monitor import Monitor
 from gateway.dialogue.operations import Reply
 from gateway.metrics import Metrics
 from gateway.net.http import HttpClient
@@ -31,6 +33,7 @@ ADAPTERS: Mapping[str, str] = {
     "freeswitch": "adapters.freeswitch.transport:mount",
     "webhook": "adapters.webhook.transport:mount",
     "asterisk": "adapters.asterisk.transport:mount",
+    "websocket": "adapters.websocket.transport:mount",
 }
 
 
@@ -44,12 +47,18 @@ class AdapterContext(NamedTuple):
     http: HttpClient
     # Live calls by call id, across adapters (see LiveCall).
     live: MutableMapping[str, LiveCall]
+    # The RPC API's access keys and nonces (None with [auth] off), for signed upgrades.
+    auth: Authenticator | None
+    # The live turn stream (the bridge publishes to it; an adapter may too).
+    monitor: Monitor
 
 
 class Mounted(NamedTuple):
     # Exact paths, and path prefixes (a prefix ends with "/").
     paths: Mapping[str, ASGIApp]
     prefixes: Mapping[str, ASGIApp] = {}
+    # Websocket endpoints by exact path.
+    websockets: Mapping[str, ASGIApp] = {}
     # Run at start-up and shutdown (a switch connection); must not block long.
     startup: Sequence[Callable[[], Awaitable[None]]] = ()
     shutdown: Sequence[Callable[[], Awaitable[None]]] = ()

@@ -92,6 +92,26 @@ def rpc_v1_signature(secret: str, method: str, params: Mapping[str, str]) -> str
     return rpc_v1_sign(secret, rpc_v1_string_to_sign(method, params))
 
 
+# -- websocket handshakes --------------------------------------------------------
+# A websocket client cannot set most headers from a browser, so the gateway also
+# takes a signed query on the upgrade request: the RPC v1 recipe with the path in
+# place of "/" (`GET&percentEncode(path)&percentEncode(canonical)`), over
+# AccessKeyId, Timestamp, SignatureNonce and any other query parameters.
+
+
+def handshake_string_to_sign(path: str, params: Mapping[str, str]) -> str:
+    pieces = [
+        f"{percent_encode(k)}={percent_encode(v)}" for k, v in params.items() if k != "Signature"
+    ]
+    canonical = _encode_canonical(join_canonical(pieces))
+    return f"GET&{percent_encode(path)}&{canonical}"
+
+
+def handshake_signature(secret: str, path: str, params: Mapping[str, str]) -> str:
+    """The `Signature` a client adds to its upgrade query for `path`."""
+    return rpc_v1_sign(secret, handshake_string_to_sign(path, params))
+
+
 # -- ACS3-HMAC-SHA256 ---------------------------------------------------------
 
 

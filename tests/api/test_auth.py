@@ -54,3 +54,33 @@ def test_authenticator_rejects_unknown_key_and_repr_hides_secret() -> None:
     with pytest.raises(errors.IncompleteSignature):
         auth.verify_rpc_v1("GET", {"AccessKeyId": "id1"}, 0)
     assert "very-secret" not in repr(key) + repr(auth)
+
+
+def test_handshake_signature_verifies_once_and_binds_path_and_params() -> None:
+    from gateway.net.signing import handshake_signature
+
+    key = AccessKey("id1", "very-secret", "read-only", "u")
+    auth = Authenticator({"id1": key}, 900, 1000)
+    params = {
+        "AccessKeyId": "id1",
+        "Timestamp": "1970-01-01T00:16:40Z",
+        "SignatureNonce": "n-1",
+        "instance": "demo",
+    }
+    signed = {**params, "Signature": handshake_signature("very-secret", "/ws/monitor", params)}
+    assert auth.verify_handshake("/ws/monitor", signed, 1000.0) is key
+    with pytest.raises(errors.NonceUsed):
+        auth.verify_handshake("/ws/monitor", signed, 1000.0)
+    again = {**params, "SignatureNonce": "n-2"}
+    again["Signature"] = handshake_signature("very-secret", "/ws/monitor", again)
+    # The same query signed for another path, or with a parameter changed, fails.
+    with pytest.raises(errors.SignatureDoesNotMatch):
+        auth.verify_handshake("/ws", again, 1000.0)
+    with pytest.raises(errors.SignatureDoesNotMatch):
+        auth.verify_handshake("/ws/monitor", {**again, "instance": "other"}, 1000.0)
+    with pytest.raises(errors.TimestampExpired):
+        auth.verify_handshake("/ws/monitor", again, 1000.0 + 901)
+    with pytest.raises(errors.IncompleteSignature):
+        auth.verify_handshake("/ws/monitor", params, 1000.0)
+    with pytest.raises(errors.AccessKeyNotFound):
+        auth.verify_handshake("/ws/monitor", {**again, "AccessKeyId": "x"}, 1000.0)

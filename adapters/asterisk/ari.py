@@ -61,8 +61,10 @@ class AriClient:
         http: HttpClient,
         on_event: Callable[[codec.Event], None],
         on_connect: Callable[[], Awaitable[None]],
+        name: str = "asterisk",
     ) -> None:
         parts = urlsplit(url)
+        self.name = name
         self.base = url.rstrip("/") + "/ari"
         ws_scheme = "wss" if parts.scheme == "https" else "ws"
         self.events_url = (
@@ -103,7 +105,7 @@ class AriClient:
     # -- events -----------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"ari-events-{self.app}")
+        self._task = asyncio.create_task(self._run(), name=f"ari-events-{self.name}")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -129,7 +131,10 @@ class AriClient:
                 ) as ws:
                     self.connected = True
                     attempt = 0
-                    log.info("ARI events connected", extra={"fields": {"app": self.app}})
+                    log.info(
+                        "ARI events connected",
+                        extra={"fields": {"server": self.name, "app": self.app}},
+                    )
                     await self.on_connect()
                     async for message in ws:
                         self._dispatch(message)
@@ -138,7 +143,7 @@ class AriClient:
             except Exception as exc:  # connection refused, reset, handshake refused ...
                 log.warning(
                     "ARI events connection lost",
-                    extra={"fields": {"app": self.app, "error": type(exc).__name__}},
+                    extra={"fields": {"server": self.name, "error": type(exc).__name__}},
                 )
             self.connected = False
             self.reconnects += 1
@@ -156,7 +161,9 @@ class AriClient:
             self.on_event(event)
 
     def __repr__(self) -> str:
-        return f"AriClient({self.base!r}, app={self.app!r}, connected={self.connected})"
+        return (
+            f"AriClient({self.name}: {self.base!r}, app={self.app!r}, connected={self.connected})"
+        )
 
 
 class AriCollector(Collector):
@@ -165,21 +172,25 @@ class AriCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
-            "ivrgw_ari_connected", "ARI events websocket connected (1) or not.", labels=("app",)
+            "ivrgw_ari_connected",
+            "ARI events websocket connected (1) or not.",
+            labels=("server", "app"),
         )
         reconnects = CounterMetricFamily(
-            "ivrgw_ari_reconnects", "ARI events websocket reconnect attempts.", labels=("app",)
+            "ivrgw_ari_reconnects",
+            "ARI events websocket reconnect attempts.",
+            labels=("server", "app"),
         )
         rest = CounterMetricFamily(
             "ivrgw_ari_rest_errors",
             "ARI REST calls that failed, by HTTP status or transport error kind.",
-            labels=("app", "status"),
+            labels=("server", "app", "status"),
         )
         for c in self._clients():
-            up.add_metric([c.app], 1 if c.connected else 0)
-            reconnects.add_metric([c.app], c.reconnects)
+            up.add_metric([c.name, c.app], 1 if c.connected else 0)
+            reconnects.add_metric([c.name, c.app], c.reconnects)
             for status, n in c.rest_errors.items():
-                rest.add_metric([c.app, status], n)
+                rest.add_metric([c.name, c.app, status], n)
         yield up
         yield reconnects
         yield rest

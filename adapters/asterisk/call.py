@@ -61,6 +61,10 @@ class Call:
     def __init__(self, adapter: AsteriskAdapter, channel_id: str) -> None:
         self.adapter = adapter
         self.id = channel_id
+        # The conversation and live-call key: the channel id, prefixed with the
+        # server's name when the gateway serves several Asterisks (their channel
+        # ids can be equal).
+        self.conversation = adapter.prefix + channel_id
         self.instance_id = ""
         self.instance: Instance | None = None
         self.queue: asyncio.Queue[Item] = asyncio.Queue()
@@ -132,7 +136,7 @@ class Call:
                 if item.kind == "digits":
                     await self._submit_digits()
                 elif self.listening:
-                    await self._turn(NoInput(self.id))
+                    await self._turn(NoInput(self.conversation))
         elif isinstance(item, Inject):
             try:
                 reply = await self._barge_in_and_turn(item.event)
@@ -152,7 +156,7 @@ class Call:
         self.instance_id = instance_id
         if event.state != "Up":
             await self.adapter.ari.rest("POST", f"/channels/{self.id}/answer")
-        await self._turn(started)
+        await self._turn(started._replace(call_id=self.conversation))
 
     async def _digit(self, digit: str) -> None:
         if not self.listening:
@@ -177,7 +181,7 @@ class Call:
 
     async def _submit_digits(self) -> None:
         digits, self.digits = self.digits, ""
-        await self._turn(DigitsEntered(self.id, digits))
+        await self._turn(DigitsEntered(self.conversation, digits))
 
     async def _barge_in_and_turn(self, event: CallEvent) -> Reply | None:
         if self.playback is not None:
@@ -258,7 +262,7 @@ class Call:
         if self.ended:
             return
         self._cancel_timer()
-        await self.adapter.turn(self, CallEnded(self.id, why))
+        await self.adapter.turn(self, CallEnded(self.conversation, why))
         self.ended = True
 
     # -- timers -----------------------------------------------------------------

@@ -1,9 +1,12 @@
-"""The Asterisk adapter: one ARI client, the calls in Stasis, and the prompt audio.
+"""The Asterisk adapter: an ARI client per Asterisk, the calls in Stasis, the prompt audio.
 
 Rules of this file (docs/asterisk.md):
-- `[adapters.asterisk]` names one Asterisk: url, username, password, app,
-  default_instance. The adapter keeps its events websocket up (ari.py) and
-  reports not-ready in /readyz while it is down; other front doors serve on.
+- `[adapters.asterisk]` names one Asterisk (url, username, password, app,
+  default_instance), or several as `[[adapters.asterisk.servers]]`, each
+  taking the outer table's keys as defaults. Each server gets its own ARI
+  client and calls; the TTS cache and `/media/` are shared. Each keeps its
+  events websocket up (ari.py) and is reported in /readyz (not ready while
+  down); other front doors serve on.
 - Every call is a `Call` (call.py) with its own task. Events are routed to
   it by channel id; a StasisStart creates it. Live calls are also
   registered for other front doors (an utterance over the JSON webhook).
@@ -48,8 +51,13 @@ _DESTINATION_FORMS = 'must be "context,extension,priority" or "redirect:<endpoin
 Rendered = tuple[Reply | None, Instance | None]
 
 
+# Keys only the outer table may set: one TTS cache serves every server.
+SHARED_ONLY = ("tts_cache_dir", "sample_rate", "enabled", "servers")
+
+
 @dataclass(frozen=True, slots=True)
 class AsteriskConfig:
+    name: str
     url: str
     username: str
     password: str
@@ -67,7 +75,7 @@ class AsteriskConfig:
     default_ivr: codec.Destination | None
 
     def __repr__(self) -> str:
-        return f"AsteriskConfig(url={self.url!r}, app={self.app!r})"
+        return f"AsteriskConfig({self.name}: url={self.url!r}, app={self.app!r})"
 
 
 def _destinations(r: Reader, name: str) -> dict[str, codec.Destination]:
@@ -98,8 +106,36 @@ def _destination(r: Reader, name: str) -> codec.Destination | None:
     return where
 
 
-def parse_config(table: Mapping[str, Any], where: str, base_dir: Path) -> AsteriskConfig:
-    r = Reader(table, where)
+def parse_config(table: Mapping[str, Any], where: str, base_dir: Path) -> list[AsteriskConfig]:
+    """One config per Asterisk: the table itself, or each of its `servers`."""
+    servers = table.get("servers")
+    if servers is None:
+        return [_server(table, where, base_dir, "asterisk")]
+    if not isinstance(servers, list) or not servers:
+        raise ConfigProblem(f"{where}.servers", "must be a non-empty array of tables")
+    defaults = {k: v for k, v in table.items() if k != "servers"}
+    out: list[AsteriskConfig] = []
+    for i, server in enumerate(servers):
+        key = f"{where}.servers[{i}]"
+        if not isinstance(server, Mapping):
+            raise ConfigProblem(key, "must be a table")
+        for shared in SHARED_ONLY:
+            if shared in server:
+                raise ConfigProblem(f"{key}.{shared}", f"set it in [{where}], for every server")
+        name = server.get("name")
+        if not isinstance(name, str) or not name or len(name) > 64:
+            raise ConfigProblem(f"{key}.name", "required: a short unique name for this Asterisk")
+        config = _server({**defaults, **server}, key, base_dir, name)
+        if any(c.name == config.name for c in out):
+            raise ConfigProblem(f"{key}.name", f"{name!r} is used twice")
+        if any((c.url, c.app) == (config.url, config.app) for c in out):
+            raise ConfigProblem(key, "another server has the same url and app")
+        out.append(config)
+    return out
+
+
+def _server(table: Mapping[str, Any], where: str, base_dir: Path, name: str) -> AsteriskConfig:
+    r = Reader({k: v for k, v in table.items() if k != "name"}, where)
     url = r.text("url", "http://127.0.0.1:8088", max_len=512)
     if not url.startswith(("http://", "https://")):
         raise ConfigProblem(r.key("url"), "must be an http:// or https:// URL")
@@ -116,6 +152,7 @@ def parse_config(table: Mapping[str, Any], where: str, base_dir: Path) -> Asteri
     t = r.table("transfer", required=False)
     media_url = r.text("media_url", "http://127.0.0.1:8080/media/", max_len=512)
     return AsteriskConfig(
+        name=name,
         url=url,
         username=username,
         password=password,
@@ -135,11 +172,17 @@ def parse_config(table: Mapping[str, Any], where: str, base_dir: Path) -> Asteri
 
 
 class AsteriskAdapter:
-    def __init__(self, context: AdapterContext, config: AsteriskConfig) -> None:
+    """One Asterisk: its ARI client and its calls."""
+
+    def __init__(
+        self, context: AdapterContext, config: AsteriskConfig, tts: TtsService, prefix: str = ""
+    ) -> None:
         self.config = config
+        # Conversation ids are `<prefix><channel id>` ("east:1795317851.2" with servers).
+        self.prefix = prefix
         self.bridge = context.bridge
         self.live = context.live
-        self.tts = TtsService(config.tts_cache_dir, EspeakSynthesizer(), config.sample_rate)
+        self.tts = tts
         self.ari = AriClient(
             config.url,
             config.username,
@@ -148,11 +191,9 @@ class AsteriskAdapter:
             context.http,
             self._on_event,
             self._on_connect,
+            config.name,
         )
         self.calls: dict[str, Call] = {}
-        context.metrics.bind_front(FRONT)
-        context.metrics.registry.register(AriCollector(lambda: iter([self.ari])))
-        context.metrics.registry.register(TtsCollector(self.tts))
 
     # -- events -----------------------------------------------------------------
 
@@ -162,7 +203,7 @@ class AsteriskAdapter:
             if not isinstance(event, codec.StasisStart):
                 return  # a channel we do not (or no longer) handle
             call = self.calls[event.channel_id] = Call(self, event.channel_id)
-            self.live[call.id] = call.inject
+            self.live[call.conversation] = call.inject
             call.start()
         call.feed(event)
 
@@ -188,7 +229,7 @@ class AsteriskAdapter:
 
     def forget(self, call: Call) -> None:
         self.calls.pop(call.id, None)
-        self.live.pop(call.id, None)
+        self.live.pop(call.conversation, None)
 
     # -- what calls ask of the adapter -----------------------------------------
 
@@ -233,7 +274,6 @@ class AsteriskAdapter:
 
     async def shutdown(self) -> None:
         await self.ari.close()
-        await self.tts.aclose()
         tasks = [c.task for c in self.calls.values() if c.task is not None]
         for task in tasks:
             task.cancel()
@@ -248,13 +288,24 @@ class AsteriskAdapter:
 
 
 def mount(context: AdapterContext, table: Mapping[str, Any], where: str) -> Mounted:
-    config = parse_config(table, where, context.base_dir)
-    adapter = AsteriskAdapter(context, config)
-    prefixes = {MEDIA_PREFIX: MediaRoute(adapter.tts)} if config.media_mode == "http" else {}
+    configs = parse_config(table, where, context.base_dir)
+    first = configs[0]
+    tts = TtsService(first.tts_cache_dir, EspeakSynthesizer(), first.sample_rate)
+    single = "servers" not in table
+    adapters = [AsteriskAdapter(context, c, tts, "" if single else f"{c.name}:") for c in configs]
+    context.metrics.bind_front(FRONT)
+    context.metrics.registry.register(AriCollector(lambda: (a.ari for a in adapters)))
+    context.metrics.registry.register(TtsCollector(tts))
+    http_media = any(c.media_mode == "http" for c in configs)
+    prefixes = {MEDIA_PREFIX: MediaRoute(tts)} if http_media else {}
+
+    async def shutdown_tts() -> None:
+        await tts.aclose()
+
     return Mounted(
         {},
         prefixes,
-        startup=[adapter.startup],
-        shutdown=[adapter.shutdown],
-        ready={"asterisk": adapter.ready},
+        startup=[a.startup for a in adapters],
+        shutdown=[*(a.shutdown for a in adapters), shutdown_tts],
+        ready={("asterisk" if single else f"asterisk:{a.config.name}"): a.ready for a in adapters},
     )

@@ -5,6 +5,8 @@ espeak-ng and fetched by the fake from the gateway's /media/ route."""
 from __future__ import annotations
 
 import http.client
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -141,7 +143,7 @@ def test_a_404_on_play_ends_the_call_cleanly(gw: GatewayProcess, ari: FakeAsteri
     time.sleep(0.3)
     _, _, metrics = gw.get("/metrics")
     text = metrics.decode()
-    assert 'ivrgw_ari_rest_errors_total{app="ivrgw",status="404"}' in text
+    assert 'ivrgw_ari_rest_errors_total{app="ivrgw",server="asterisk",status="404"}' in text
     assert 'ivrgw_active_conversations{instance="demo"} 0.0' in text
     channel.hang_up()
 
@@ -185,3 +187,98 @@ def test_unreachable_ari_leaves_other_fronts_serving(tmp_path: Path) -> None:
         conn.close()
     finally:
         g.stop()
+
+
+def test_two_asterisks_each_with_its_own_client_and_calls(tmp_path: Path) -> None:
+    """`[[adapters.asterisk.servers]]`: one ARI client per Asterisk, both serving calls,
+    /readyz naming each, and one server down leaves the other serving."""
+    port = free_port()
+    with (
+        FakeAsterisk(username=USER, password=PASSWORD, app=APP) as east,
+        FakeAsterisk(
+            username="west", password="west-secret", app="ivr-west", asterisk_id="02:fc:00:00:00:02"
+        ) as west,
+    ):
+        cfg = write_config(
+            tmp_path,
+            extra=f"""
+[adapters.asterisk]
+enabled = true
+username = "{USER}"
+password = "{PASSWORD}"
+app = "{APP}"
+default_instance = "demo"
+media_url = "http://127.0.0.1:{port}/media/"
+tts_cache_dir = "tts"
+inter_digit_ms = 300
+# Inherited by both servers.
+transfer = {{ agents = {{ general = "agents,1004,1" }} }}
+
+[[adapters.asterisk.servers]]
+name = "east"
+url = "http://127.0.0.1:{east.port}"
+
+[[adapters.asterisk.servers]]
+name = "west"
+url = "http://127.0.0.1:{west.port}"
+username = "west"
+password = "west-secret"
+app = "ivr-west"
+""",
+        )
+        g = GatewayProcess(cfg, tmp_path / "gateway.log", port=port)
+        try:
+            east.wait_connected()
+            west.wait_connected()
+            status, _, body = g.get("/readyz")
+            assert status == 200
+            assert orjson.loads(body)["adapters"] == {"asterisk:east": True, "asterisk:west": True}
+            a = east.originate(args=["demo"])
+            b = west.originate(args=["demo"])
+            wait(lambda: finished(a, 1) and finished(b, 1))
+            a.press("0")
+            b.press("0")
+            wait(lambda: a.continued_to is not None and b.continued_to is not None)
+            assert a.continued_to == b.continued_to == ("agents", "1004", 1)
+            # Both fakes number channels alike; conversations are told apart by server.
+            assert a.id == b.id
+            assert sum(r.path == f"/ari/channels/{a.id}/continue" for r in east.requests) == 1
+            assert sum(r.path == f"/ari/channels/{b.id}/continue" for r in west.requests) == 1
+            west.stop()
+            wait(lambda: g.get("/readyz")[0] == 503)
+            status, _, body = g.get("/readyz")
+            assert orjson.loads(body)["adapters"] == {"asterisk:east": True, "asterisk:west": False}
+            c = east.originate(args=["demo"])
+            wait(lambda: finished(c, 1))
+            _, _, metrics = g.get("/metrics")
+            text = metrics.decode()
+            assert 'ivrgw_ari_connected{app="ivrgw",server="east"} 1.0' in text
+            assert 'ivrgw_ari_connected{app="ivr-west",server="west"} 0.0' in text
+            c.hang_up()
+        finally:
+            g.stop()
+
+
+def test_server_tables_are_validated(tmp_path: Path) -> None:
+    cases = {
+        "servers = []": "adapters.asterisk.servers",
+        '[[adapters.asterisk.servers]]\nurl = "http://127.0.0.1:1"': "servers[0].name",
+        '[[adapters.asterisk.servers]]\nname = "a"\ntts_cache_dir = "x"': "servers[0].tts_cache_dir",
+        '[[adapters.asterisk.servers]]\nname = "a"\n[[adapters.asterisk.servers]]\nname = "a"\n'
+        'url = "http://127.0.0.1:2"': "servers[1].name",
+    }
+    for i, (body, key) in enumerate(cases.items()):
+        d = tmp_path / str(i)
+        head = '[adapters.asterisk]\nenabled = true\nusername = "u"\npassword = "p"\n'
+        if body.startswith("servers"):
+            head += body + "\n"
+            body = ""
+        cfg = write_config(d, extra=head + body)
+        proc = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(cfg), "--port", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2, (body, proc.stderr)
+        assert key in proc.stderr, (key, proc.stderr)

@@ -1,0 +1,1 @@
+"""Websocket clients: many calls over one socket, JSON text frames (docs/websocket.md)."""

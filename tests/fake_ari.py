@@ -29,6 +29,10 @@ Rules of this file:
   only) and must pass res_http_media_cache and format_wav: a 2xx, an extension from the
   Content-Type (audio/wav, audio/x-wav -> wav) or else from the URL path, and for wav a mono
   16-bit PCM RIFF at 8 kHz (wav16: 16 kHz). `sound:/abs/path` looks for path.<ext> on disk.
+  Fetched media is cached per URL as res_http_media_cache does: fresh until `s-maxage`/`max-age`
+  (else `Expires`, else at once); `no-cache`/`must-revalidate` always revalidate. A stale entry
+  with an ETag is revalidated with a HEAD carrying `If-None-Match` (304 keeps it, refreshing its
+  expiry); without an ETag, or on any other answer, it is fetched again.
   Other `sound:` names, number:, digits: and characters: last 500 ms; tone: lasts until stopped.
   Durations are scaled by `time_scale`, with `min_playback_ms` as the floor. An unknown scheme,
   `recording:` or a bad `number:` emits PlaybackStarted and nothing after it (Asterisk skips it).
@@ -54,7 +58,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
@@ -229,14 +233,40 @@ class RestCall:
 
 @dataclass
 class MediaFetch:
-    """One media GET the fake made for a `sound:http...` URI."""
+    """One media request the fake made for a `sound:http...` URI (GET, or a revalidating HEAD)."""
 
     url: str
+    method: str = "GET"
     status: int | None = None
     content_type: str | None = None
     ext: str | None = None
     seconds: float | None = None
     error: str | None = None
+
+
+@dataclass
+class _CachedMedia:
+    seconds: float
+    expires: float
+    etag: str | None
+    always_revalidate: bool
+
+
+def _expiry(headers: dict[str, str], now: float) -> float:
+    """bucket_file_set_expiration: s-maxage, else max-age, else Expires, else now."""
+    control = headers.get("cache-control")
+    if control is not None:
+        for name in ("s-maxage", "max-age"):
+            at = control.find(name)
+            if at >= 0:
+                m = re.match(r"\s*=\s*(\d+)", control[at + len(name) :])
+                return now + int(m.group(1)) if m else now
+        return now
+    expires = headers.get("expires")
+    if expires:
+        with contextlib.suppress(TypeError, ValueError):
+            return email.utils.parsedate_to_datetime(expires).timestamp()
+    return now
 
 
 @dataclass(eq=False)
@@ -425,6 +455,8 @@ class FakeAsterisk:
         self.events_sent: list[Json] = []
         self.events_dropped: list[Json] = []
         self.media_fetches: list[MediaFetch] = []
+        self.media_cache_hits = 0  # plays served from the media cache without a request
+        self._media_cache: dict[str, _CachedMedia] = {}
         self.ws_refused: list[int] = []  # statuses of refused websocket upgrades
         self.connects = 0
         self.channels: dict[str, FakeChannel] = {}
@@ -955,6 +987,23 @@ class FakeAsterisk:
         raise MediaError(f"no file {path}.<ext> for any format (give the path without extension)")
 
     async def _fetch_media(self, url: str) -> float:
+        now = self.clock()
+        cached = self._media_cache.get(url)
+        if cached is not None:
+            if now < cached.expires and not cached.always_revalidate:
+                self.media_cache_hits += 1
+                return cached.seconds
+            if cached.etag is not None:
+                head = MediaFetch(url, "HEAD")
+                self.media_fetches.append(head)
+                with contextlib.suppress(OSError, TimeoutError, ValueError, MediaError):
+                    head.status, headers, _ = await asyncio.wait_for(
+                        self._http_get(url, "HEAD", {"If-None-Match": cached.etag}), 10
+                    )
+                    if head.status == 304:
+                        cached.expires = _expiry(headers, now)
+                        return cached.seconds
+            del self._media_cache[url]
         record = MediaFetch(url)
         self.media_fetches.append(record)
         try:
@@ -967,6 +1016,13 @@ class FakeAsterisk:
             if record.ext is None:
                 raise MediaError("no file extension from the Content-Type or the URL path")
             record.seconds = media_seconds(record.ext, body)
+            control = headers.get("cache-control", "")
+            self._media_cache[url] = _CachedMedia(
+                record.seconds,
+                _expiry(headers, now),
+                headers.get("etag"),
+                "no-cache" in control or "must-revalidate" in control,
+            )
             return record.seconds
         except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
             record.error = f"fetch failed: {exc!r}"
@@ -975,8 +1031,11 @@ class FakeAsterisk:
             record.error = str(exc)
             raise
 
-    async def _http_get(self, url: str) -> tuple[int, dict[str, str], bytes]:
-        """curl as res_http_media_cache sets it up: GET, follows up to 8 redirects."""
+    async def _http_get(
+        self, url: str, method: str = "GET", extra: Mapping[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """curl as res_http_media_cache sets it up: GET (or a HEAD to revalidate), follows up
+        to 8 redirects."""
         for _ in range(9):
             parts = urlsplit(url)
             host = parts.hostname or ""
@@ -990,11 +1049,12 @@ class FakeAsterisk:
             )
             try:
                 target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+                lines = "".join(f"{k}: {v}\r\n" for k, v in (extra or {}).items())
                 writer.write(
-                    f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                    f"User-Agent: {CURL_USER_AGENT}\r\nAccept: */*\r\n\r\n".encode()
+                    f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                    f"User-Agent: {CURL_USER_AGENT}\r\nAccept: */*\r\n{lines}\r\n".encode()
                 )
-                status, headers, body = await _read_response(reader)
+                status, headers, body = await _read_response(reader, method == "HEAD")
             finally:
                 writer.close()
                 with contextlib.suppress(Exception):
@@ -1451,7 +1511,9 @@ def _media_list(req: _Req) -> list[str]:
     return [""] if value == "" else str(value).split(",")
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+async def _read_response(
+    reader: asyncio.StreamReader, head_only: bool = False
+) -> tuple[int, dict[str, str], bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
@@ -1460,7 +1522,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, s
         if ":" in line:
             key, value = line.split(":", 1)
             headers[key.strip().lower()] = value.strip()
-    if status < 200 or status in (204, 304):
+    if head_only or status < 200 or status in (204, 304):
         return status, headers, b""
     if "chunked" in headers.get("transfer-encoding", "").lower():
         body = b""

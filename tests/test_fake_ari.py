@@ -68,18 +68,35 @@ class MediaServer:
 
     def __init__(self) -> None:
         self.files: dict[str, tuple[int, str, bytes]] = {}
+        self.extra: dict[str, dict[str, str]] = {}  # path -> more response headers
         self.seen: list[tuple[str, str]] = []  # (path, user agent)
+        self.methods: list[tuple[str, str, str | None]] = []  # (method, path, If-None-Match)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                outer.seen.append((self.path, self.headers.get("User-Agent", "")))
+                self._answer(head=False)
+
+            def do_HEAD(self) -> None:
+                self._answer(head=True)
+
+            def _answer(self, head: bool) -> None:
+                match = self.headers.get("If-None-Match")
+                outer.methods.append((self.command, self.path, match))
+                if not head:
+                    outer.seen.append((self.path, self.headers.get("User-Agent", "")))
                 status, ctype, body = outer.files.get(self.path, (404, "text/plain", b"no"))
+                extra = outer.extra.get(self.path, {})
+                if match is not None and match == extra.get("ETag"):
+                    status, body = 304, b""
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in extra.items():
+                    self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(body)
+                if not head:
+                    self.wfile.write(body)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -308,6 +325,35 @@ def test_fake_ari_answer_then_play_a_wav_from_the_media_server(
     assert pb.finished_at - pb.started_at >= 0.035
     assert media.seen == [("/media/hello.wav", "asterisk-libcurl-agent/1.0")]
     assert fake.media_fetches[0].ext == "wav" and fake.media_fetches[0].seconds == 1.0
+
+
+def test_fake_ari_caches_media_like_res_http_media_cache(
+    fake: FakeAsterisk, media: MediaServer
+) -> None:
+    wav = make_wav(0.1)
+    media.files["/fresh.wav"] = (200, "audio/wav", wav)
+    media.extra["/fresh.wav"] = {"Cache-Control": "public, max-age=3600", "ETag": '"f"'}
+    media.files["/revalidate.wav"] = (200, "audio/wav", wav)
+    media.extra["/revalidate.wav"] = {"Cache-Control": "no-cache", "ETag": '"r"'}
+    media.files["/plain.wav"] = (200, "audio/wav", wav)
+    with events(fake) as ws:
+        fake.wait_connected()
+        ch, _ = call(fake, ws)
+        for path in ("/fresh.wav", "/revalidate.wav", "/plain.wav") * 2:
+            uri = "sound:" + media.url(path)
+            assert rest(fake, "POST", f"/channels/{ch.id}/play", {"media": uri})[0] == 201
+            recv_until(ws, "PlaybackFinished")
+    assert ch.playbacks[-1].state == "done"
+    assert media.methods == [
+        ("GET", "/fresh.wav", None),
+        ("GET", "/revalidate.wav", None),
+        ("GET", "/plain.wav", None),
+        # fresh.wav is served from the cache; revalidate.wav is checked with its ETag and
+        # kept on 304; plain.wav (no caching headers, no ETag) is fetched again.
+        ("HEAD", "/revalidate.wav", '"r"'),
+        ("GET", "/plain.wav", None),
+    ]
+    assert fake.media_cache_hits == 1
 
 
 def test_fake_ari_plays_several_media_in_sequence(fake: FakeAsterisk) -> None:

@@ -79,16 +79,18 @@ def _ari_round(fake: FakeAsterisk, calls: int, seconds: float) -> tuple[int, lis
         channel = fake.originate(caller="13800000000", args=["demo", "balance=42"])
         channel.wait_for(lambda ch: len(ch.playbacks) >= 1, timeout=30)
         mine: list[float] = []
+        play = f"/ari/channels/{channel.id}/play"
         while time.monotonic() < stop:
             seen = len(channel.playbacks)
             started = time.perf_counter()
             channel.press("1#", gap_ms=0, wait=False)
-            deadline = time.monotonic() + 10
-            while len(channel.playbacks) <= seen:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no answer on {channel.id}")
-                time.sleep(0.0002)
-            mine.append(time.perf_counter() - started)
+            # Woken by the fake on each event and REST answer; the latency ends when the
+            # fake received the answer's POST .../play, not when this thread woke.
+            channel.wait_for(lambda ch, n=seen: len(ch.playbacks) > n, timeout=10)
+            answered = next(
+                r.at for r in reversed(fake.requests) if r.path == play and r.method == "POST"
+            )
+            mine.append(answered - started)
         channel.hang_up()
         with lock:
             latencies.extend(mine)

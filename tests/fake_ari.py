@@ -229,6 +229,7 @@ class RestCall:
     query: dict[str, str]
     json: Any
     status: int = 0
+    at: float = field(default_factory=time.perf_counter)  # when it arrived
 
 
 @dataclass
@@ -390,12 +391,9 @@ class FakeChannel:
         self._fake._run(self._fake._hangup(self, {"cause": cause}, cause, "caller"))
 
     def wait_for(self, predicate: Callable[[FakeChannel], bool], timeout: float = 10) -> None:
-        """Poll until predicate(self) holds; AssertionError after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting on {self!r}")
-            time.sleep(0.005)
+        """Wait until predicate(self) holds (checked on every event and REST answer, and every
+        5 ms); AssertionError after `timeout` seconds."""
+        self._fake.wait_for(lambda: predicate(self), timeout, repr(self))
 
     def __repr__(self) -> str:
         where = "destroyed" if self.destroyed else "stasis" if self.in_stasis else "dialplan"
@@ -456,6 +454,7 @@ class FakeAsterisk:
         self.events_dropped: list[Json] = []
         self.media_fetches: list[MediaFetch] = []
         self.media_cache_hits = 0  # plays served from the media cache without a request
+        self._changed = threading.Condition()
         self._media_cache: dict[str, _CachedMedia] = {}
         self.ws_refused: list[int] = []  # statuses of refused websocket upgrades
         self.connects = 0
@@ -603,7 +602,8 @@ class FakeAsterisk:
         while not predicate():
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what or predicate!r} on {self!r}")
-            time.sleep(0.005)
+            with self._changed:
+                self._changed.wait(0.005)
 
     def wait_event(
         self, type_: str, where: Callable[[Json], bool] | None = None, timeout: float = 10
@@ -725,6 +725,12 @@ class FakeAsterisk:
             return
         self.events_sent.append(message)
         target.queue.put_nowait(dumps(message))
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake test threads waiting in wait_for: the state they watch may have changed."""
+        with self._changed:
+            self._changed.notify_all()
 
     def _emit_channel(self, ch: FakeChannel, message: Json) -> None:
         if ch._subscribed:
@@ -1198,6 +1204,7 @@ class FakeAsterisk:
         self.requests.append(call)
         response = await self._respond(call, headers, raw)
         call.status = response.status
+        self._notify()
         body = b"" if response.body is None else dumps(response.body).encode()
         out = [
             (b"server", SERVER_HEADER),

@@ -16,6 +16,7 @@ Run: `python -m bench.ari_turn [--calls C] [--duration S] [--rounds N]`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import tempfile
@@ -25,7 +26,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from bench import gwconfig
+from bench import gwconfig, tts_cache
 from bench.httapi_turn import PASSWORD, USER, first_request, turn_request
 from bench.loadgen import fetch, run_load
 from bench.procs import LOADGEN_CPU, Servers, can_pin, cpu_seconds, free_port
@@ -169,14 +170,21 @@ def run(calls: int, duration: float, rounds: int, log: Any = print) -> dict[str,
         for a, h in zip(out["asterisk"], out["httapi"], strict=True)
         if a["p99_ms"] and h["p99_ms"]
     ]
+    hit_us = statistics.median(
+        asyncio.run(tts_cache.measure(20_000, 5))["cache hit (await prompt)"]
+    )
+    ari_cpu = _median([a["cpu_us_per_turn"] or 0 for a in out["asterisk"]])
     return {
         "calls": calls,
         "rounds": rounds,
+        "tts_hit_us": hit_us,
+        "tts_hit_share": hit_us / ari_cpu if ari_cpu else None,
         "pinned": pin,
         "slices": out,
         "asterisk_over_httapi_rps": _median(rps),
         "asterisk_over_httapi_p99": _median(p99),
-        "asterisk_cpu_us_per_turn": _median([a["cpu_us_per_turn"] or 0 for a in out["asterisk"]]),
+        "asterisk_cpu_us_per_turn": ari_cpu,
+        "httapi_cpu_us_per_turn": _median([h["cpu_us_per_turn"] or 0 for h in out["httapi"]]),
     }
 
 
@@ -197,7 +205,14 @@ def main() -> None:
     print(
         f"asterisk / httapi: turns/s {result['asterisk_over_httapi_rps']:.2f}x, "
         f"p99 {result['asterisk_over_httapi_p99']:.2f}x; gateway CPU per ARI turn "
-        f"{result['asterisk_cpu_us_per_turn']:.0f} µs"
+        f"{result['asterisk_cpu_us_per_turn']:.0f} µs "
+        f"(httapi {result['httapi_cpu_us_per_turn']:.0f} µs)"
+    )
+    share = result["tts_hit_share"]
+    print(
+        f"TTS cache hit: {result['tts_hit_us']:.2f} µs, "
+        f"{share * 100 if share is not None else float('nan'):.2f} % of an ARI turn's gateway CPU"
+        " (target: at most 5 %)"
     )
 
 

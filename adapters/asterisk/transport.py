@@ -52,7 +52,7 @@ Rendered = tuple[Reply | None, Instance | None]
 
 
 # Keys only the outer table may set: one TTS cache serves every server.
-SHARED_ONLY = ("tts_cache_dir", "sample_rate", "enabled", "servers")
+SHARED_ONLY = ("tts_cache_dir", "tts_cache_max_mb", "sample_rate", "enabled", "servers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,7 @@ class AsteriskConfig:
     media_url: str
     media_dir: str
     tts_cache_dir: Path
+    tts_cache_max_bytes: int
     sample_rate: int
     inter_digit_ms: int
     agents: Mapping[str, codec.Destination]
@@ -162,6 +163,7 @@ def _server(table: Mapping[str, Any], where: str, base_dir: Path, name: str) -> 
         media_url=media_url if media_url.endswith("/") else media_url + "/",
         media_dir=r.text("media_dir", "", max_len=4096),
         tts_cache_dir=cache if cache.is_absolute() else base_dir / cache,
+        tts_cache_max_bytes=r.integer("tts_cache_max_mb", 1, 1_000_000, 1024) << 20,
         sample_rate=rate,
         inter_digit_ms=r.integer("inter_digit_ms", 100, 30_000, 2_000),
         agents=_destinations(t, "agents"),
@@ -290,7 +292,9 @@ class AsteriskAdapter:
 def mount(context: AdapterContext, table: Mapping[str, Any], where: str) -> Mounted:
     configs = parse_config(table, where, context.base_dir)
     first = configs[0]
-    tts = TtsService(first.tts_cache_dir, EspeakSynthesizer(), first.sample_rate)
+    tts = TtsService(
+        first.tts_cache_dir, EspeakSynthesizer(), first.sample_rate, first.tts_cache_max_bytes
+    )
     single = "servers" not in table
     adapters = [AsteriskAdapter(context, c, tts, "" if single else f"{c.name}:") for c in configs]
     context.metrics.bind_front(FRONT)

@@ -17,6 +17,11 @@ Rules of this file:
   matches a prompt name, then `os.replace` moves it into place: a reader
   sees the whole file or none. Failures are not cached; the next request
   tries again.
+- With `max_bytes`, the cache is bounded: when a new prompt takes it over
+  the bound, the least recently used prompts are deleted until it is back
+  under 90 % of it (never the prompt just made). A restart orders what it
+  finds by file age. A switch that asks for an evicted file gets 404, and
+  the next turn that needs the prompt makes it again.
 - Counters count requests: each `prompt()` call is exactly one of a hit (the
   file existed or another call was making it), a miss (this call made it)
   or a failure (it raised). `TtsCollector` exposes them at scrape time as
@@ -36,12 +41,13 @@ import re
 import time
 import uuid
 import wave
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.dialogue.config import TTSConfig
@@ -69,16 +75,19 @@ def read_prompt(name: str, path: Path) -> Prompt:
     return Prompt(name, path, round(frames * 1000 / rate), rate)
 
 
-def scan_dir(directory: Path) -> dict[str, Prompt]:
-    """Every valid prompt file in `directory` (created if missing); stale temp files removed."""
+def scan_dir(directory: Path) -> dict[str, tuple[Prompt, int]]:
+    """Every valid prompt file in `directory` (created if missing) with its size, oldest
+    first; stale temp files removed."""
     directory.mkdir(parents=True, exist_ok=True)
-    found: dict[str, Prompt] = {}
+    found: dict[str, tuple[Prompt, int, float]] = {}
     now = time.time()
     with os.scandir(directory) as entries:
         for entry in entries:
             if NAME.fullmatch(entry.name):
                 try:
-                    found[entry.name] = read_prompt(entry.name, Path(entry.path))
+                    st = entry.stat()
+                    prompt = read_prompt(entry.name, Path(entry.path))
+                    found[entry.name] = (prompt, st.st_size, st.st_mtime)
                 except (TtsError, OSError) as exc:
                     # Skipped, not deleted: the next request for it makes it again.
                     log.warning("ignoring cached prompt %s: %s", entry.name, exc)
@@ -87,21 +96,33 @@ def scan_dir(directory: Path) -> dict[str, Prompt]:
                 with contextlib.suppress(OSError):
                     if now - entry.stat().st_mtime > STALE_TEMP_SECONDS:
                         os.unlink(entry.path)
-    return found
+    ordered = sorted(found.items(), key=lambda item: item[1][2])
+    return {name: (prompt, size) for name, (prompt, size, _) in ordered}
 
 
 class TtsService:
     """Prompts for (text, TTSConfig), synthesised by `engine` at `sample_rate`."""
 
-    def __init__(self, cache_dir: Path, engine: Synthesizer, sample_rate: int = 8000) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        engine: Synthesizer,
+        sample_rate: int = 8000,
+        max_bytes: int | None = None,
+    ) -> None:
         if not MIN_RATE <= sample_rate <= MAX_RATE:
             raise ValueError(f"sample_rate must be {MIN_RATE} .. {MAX_RATE}, got {sample_rate}")
         self.cache_dir = Path(cache_dir)
         self.engine = engine
         self.sample_rate = sample_rate
+        self.max_bytes = max_bytes
         self._engine_name = engine.name
-        self._index: dict[str, Prompt] = {}
-        self._scan: asyncio.Future[dict[str, Prompt]] | None = None
+        # Least recently used first.
+        self._index: OrderedDict[str, Prompt] = OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self.bytes = 0
+        self.evictions = 0
+        self._scan: asyncio.Future[dict[str, tuple[Prompt, int]]] | None = None
         self._scanned = False
         self._inflight: dict[str, asyncio.Task[tuple[Prompt, bool]]] = {}
         self.hits = 0
@@ -138,6 +159,7 @@ class TtsService:
         prompt = self._index.get(name)
         if prompt is not None:
             self.hits += 1
+            self._index.move_to_end(name)
             return prompt
         return await self._miss(name, text, tts)
 
@@ -196,9 +218,14 @@ class TtsService:
                 self._scan = None
             raise TtsError(f"cache directory {self.cache_dir}: {exc}") from exc
         if not self._scanned:
-            for name, prompt in found.items():
-                self._index.setdefault(name, prompt)
+            made_meanwhile = list(self._index.items())
+            self._index.clear()
+            for name, (prompt, size) in found.items():
+                self._add(name, prompt, size)
+            for name, prompt in made_meanwhile:
+                self._add(name, prompt, self._sizes.get(name, 0))
             self._scanned = True
+            self._evict(None)
             log.info("tts cache loaded", extra={"fields": {"prompts": len(found)}})
 
     async def _produce(self, name: str, text: str, tts: TTSConfig) -> tuple[Prompt, bool]:
@@ -214,7 +241,8 @@ class TtsService:
                 # Damaged somehow (the replace makes this unlikely): make it again over it.
                 log.warning("replacing cached prompt %s: %s", name, exc)
             else:
-                self._index[name] = found
+                self._add(name, found, _size(path))
+                self._evict(name)
                 return found, False
             start = time.perf_counter()
             try:
@@ -236,8 +264,31 @@ class TtsService:
             # Settled before the task completes, so a later call never joins a failed task.
             self._inflight.pop(name, None)
         prompt = Prompt(name, path, made.duration_ms, made.sample_rate)
-        self._index[name] = prompt
+        self._add(name, prompt, _size(path))
+        self._evict(name)
         return prompt, True
+
+    def _add(self, name: str, prompt: Prompt, size: int) -> None:
+        self.bytes += size - self._sizes.get(name, 0)
+        self._sizes[name] = size
+        self._index[name] = prompt
+        self._index.move_to_end(name)
+
+    def _evict(self, keep: str | None) -> None:
+        """Back under 90 % of max_bytes, least recently used first, sparing `keep`."""
+        if self.max_bytes is None or self.bytes <= self.max_bytes:
+            return
+        target = self.max_bytes * 0.9
+        for name in list(self._index):
+            if self.bytes <= target:
+                break
+            if name == keep or name in self._inflight:
+                continue
+            prompt = self._index.pop(name)
+            self.bytes -= self._sizes.pop(name, 0)
+            self.evictions += 1
+            with contextlib.suppress(OSError):
+                os.unlink(prompt.path)
 
     def _settle(self, name: str, task: asyncio.Future[Any]) -> None:
         """Drop a finished task; `_produce` does it first unless it was cancelled unstarted."""
@@ -281,9 +332,24 @@ class TtsCollector(Collector):
             "Time spent synthesising gateway TTS prompts.",
             value=s.synth_seconds_total,
         )
+        yield CounterMetricFamily(
+            "ivrgw_tts_evictions",
+            "Cached prompts deleted to keep the TTS cache under its size bound.",
+            value=s.evictions,
+        )
+        yield GaugeMetricFamily(
+            "ivrgw_tts_cache_bytes", "Bytes of prompt files in the TTS cache.", value=s.bytes
+        )
 
     def __repr__(self) -> str:
         return f"TtsCollector({self.service!r})"
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

@@ -480,3 +480,40 @@ def test_collector_exposes_requests_and_synthesis_seconds(tmp_path: Path) -> Non
 
 def test_python_has_audioop_or_the_fallback_is_used() -> None:
     assert HAVE_AUDIOOP is (sys.version_info < (3, 13))
+
+
+def test_cache_bound_evicts_least_recently_used_and_survives_a_restart(tmp_path: Path) -> None:
+    engine = RecordingEngine()
+    # Each 4-character text is 4 * MS_PER_CHAR of 8 kHz PCM16 plus a 44-byte header.
+    size = 44 + 4 * MS_PER_CHAR * 8 * 2
+    service = TtsService(tmp_path / "cache", engine, max_bytes=3 * size)
+
+    async def say(s: TtsService, *texts: str) -> list[Prompt]:
+        return [await s.prompt(t, DEFAULT) for t in texts]
+
+    a, b, c = asyncio.run(say(service, "aaaa", "bbbb", "cccc"))
+    assert service.bytes == 3 * size and service.evictions == 0
+    # "aaaa" is used again, so "bbbb" is now the least recently used.
+    asyncio.run(say(service, "aaaa", "dddd"))
+    # Over the bound: evicted down to 90 % of it (two prompts left), LRU first.
+    assert not b.path.exists() and not c.path.exists()
+    assert a.path.exists()
+    assert service.evictions == 2 and service.bytes == 2 * size
+    assert sorted(prompt_names(tmp_path / "cache")) == sorted(
+        [a.name, service.name_for("dddd", DEFAULT)]
+    )
+    # An evicted prompt is made again when asked for.
+    calls = len(engine.calls)
+    asyncio.run(say(service, "bbbb"))
+    assert len(engine.calls) == calls + 1
+    registry = CollectorRegistry()
+    registry.register(TtsCollector(service))
+    text = generate_latest(registry).decode()
+    assert "ivrgw_tts_evictions_total 2.0" in text
+    assert f"ivrgw_tts_cache_bytes {float(3 * size)}" in text
+    # A restart with a smaller bound trims what it finds, oldest files first.
+    os.utime(a.path, (1, 1))
+    smaller = TtsService(tmp_path / "cache", engine, max_bytes=int(1.5 * size))
+    asyncio.run(say(smaller, "eeee"))
+    assert not a.path.exists()
+    assert smaller.bytes <= 1.5 * size

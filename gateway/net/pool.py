@@ -129,6 +129,7 @@ class Pool:
         self._ua_line = f"User-Agent: {user_agent}\r\n"
         self._origins: dict[str, _Origin] = {}
         self._routes: dict[str, _Route] = {}
+        self._bases: dict[str, _Route] = {}  # by scheme://authority
         self._closed = False
 
     # -- the HttpClient interface -----------------------------------------------
@@ -366,6 +367,15 @@ class Pool:
         return text.encode("latin-1")
 
     def _route(self, url: str) -> _Route:
+        # URLs that differ only after the authority (REST paths with ids in them)
+        # share the parsed origin: only the target changes.
+        start = url.find("://")
+        slash = url.find("/", start + 3) if start > 0 else -1
+        base_key = url[:slash] if slash > 0 and "#" not in url and "?" not in url[:slash] else ""
+        if base_key:
+            base = self._bases.get(base_key)
+            if base is not None:
+                return base._replace(target=url[slash:])
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         host = parts.hostname
@@ -388,7 +398,10 @@ class Pool:
         route = _Route(origin, target, f"Host: {authority}\r\n", auth)
         if len(self._routes) >= _ROUTE_CACHE:
             self._routes.clear()
+            self._bases.clear()
         self._routes[url] = route
+        if base_key:
+            self._bases[base_key] = route
         return route
 
     def _tls_context(self) -> ssl.SSLContext:

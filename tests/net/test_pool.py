@@ -1040,3 +1040,19 @@ def test_pool_stream_backpressure_then_reuse() -> None:
             await pool.aclose()
 
     run(main())
+
+
+def test_pool_routes_share_a_parsed_origin_across_paths() -> None:
+    pool = Pool()
+    a = pool._route("http://u:p@127.0.0.1:8088/ari/channels/1.2/play?media=sound%3Ax")
+    b = pool._route("http://u:p@127.0.0.1:8088/ari/playbacks/pb-9")
+    c = pool._route("http://127.0.0.1:8088/ari/playbacks/pb-9")
+    assert a.origin is b.origin is c.origin
+    assert a.target == "/ari/channels/1.2/play?media=sound%3Ax"
+    assert b.target == "/ari/playbacks/pb-9"
+    assert b.host_line == "Host: 127.0.0.1:8088\r\n"
+    # The credentials are part of what is shared: a URL without them sends none.
+    assert a.auth_line == b.auth_line and a.auth_line.startswith("Authorization: Basic ")
+    assert c.auth_line == ""
+    frag = pool._route("http://127.0.0.1:8088/x#frag")
+    assert frag.target == "/x"

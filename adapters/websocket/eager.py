@@ -36,6 +36,10 @@ async def finish(coro: Coroutine[Any, Any, T], waiting: Any) -> T:
             if waiting is None:
                 await asyncio.sleep(0)  # a bare `yield`: one loop iteration
             else:
+                # As a task does on taking the future: clear the flag the
+                # coroutine's `await` set (the C future refuses a second await
+                # while it is set), then wait for it here.
+                waiting._asyncio_future_blocking = False
                 await waiting
         except BaseException as exc:
             # The future failed: the coroutine reads that from the future when

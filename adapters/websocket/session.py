@@ -6,14 +6,18 @@ Rules of this file:
   inline when the call is idle, calls.py). Bad input gets an `error` frame
   and the socket stays open; a binary frame closes it with 1003, after the
   frames already queued.
-- Frames out go through one bounded queue and one writer task, the only
-  caller of `send`. uvicorn's `send` waits while the transport's buffer is
-  over its high-water mark, so a client that does not read stalls the
-  writer and the queue fills. A frame that finds the queue full closes the
-  socket with 1008: the queue is dropped, the close frame goes out as soon
-  as the client takes anything, and after `close_timeout` seconds without
-  that the connection is aborted. Memory per socket stays bounded by the
-  queue, the transport's high-water mark and one frame.
+- Frames out go through one queue and one writer task, the only caller of
+  `send`. uvicorn's `send` waits while the transport's buffer is over its
+  high-water mark, so a client that does not read stalls the writer and
+  the queue fills. When it holds `send_queue` frames the reader stops
+  taking frames (TCP then slows the client's sending) until the writer has
+  taken it down to half. If that takes longer than `send_timeout`, the
+  client is not reading: the queue is dropped and the socket closed with
+  1008, and when the client has not taken the close frame either after
+  `send_timeout` more, the connection is aborted. Answers of turns already
+  running may take the queue over `send_queue`; at twice that the socket
+  is closed at once. Memory per socket stays bounded by twice the queue,
+  the transport's high-water mark and one frame.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class Limits(NamedTuple):
     rate: float
     burst: float
     max_calls: int
-    close_timeout: float
+    send_timeout: float
 
 
 class Stats:
@@ -56,6 +60,9 @@ class Stats:
         self.disconnects: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.rate_limited = 0
+
+    def count_disconnect(self, reason: str) -> None:
+        self.disconnects[reason] = self.disconnects.get(reason, 0) + 1
 
     def __repr__(self) -> str:
         return f"Stats(disconnects={self.disconnects}, rate_limited={self.rate_limited})"
@@ -82,6 +89,8 @@ class Session:
         "calls",
         "closing",
         "default_instance",
+        "draining",
+        "hard_limit",
         "limit",
         "limits",
         "max_bytes",
@@ -107,6 +116,8 @@ class Session:
         self.calls: dict[str, Call] = {}
         self.out: deque[str | Close] = deque()
         self.limit = limits.send_queue
+        self.hard_limit = 2 * limits.send_queue
+        self.draining: asyncio.Future[None] | None = None
         self.max_bytes = limits.max_frame_bytes
         self.default_instance = limits.default_instance
         self.rate = limits.rate
@@ -131,12 +142,19 @@ class Session:
     async def read(self, receive: Receive) -> int:
         """Frames until the socket closes; its close code."""
         on_text = self.on_text
+        out = self.out
+        limit = self.limit
         while True:
             message = await receive()
             text = message.get("text")
             if text is not None:
                 on_text(text)
+                if len(out) >= limit and not self.closing:
+                    await self.drained()
             elif message["type"] == "websocket.disconnect":
+                if "reason" not in message:
+                    # uvicorn: the connection was lost, no close frame came (it says 1005).
+                    return 1006
                 return int(message.get("code", 1005))
             elif message.get("bytes") is not None:
                 self.kick(1003, "binary frames are not accepted: send JSON text", "binary_frame")
@@ -232,16 +250,28 @@ class Session:
 
     # -- out ---------------------------------------------------------------------
 
+    async def drained(self) -> None:
+        """Wait until the writer has taken the full queue down to half; close a client
+        that lets it sit full for `send_timeout`."""
+        self.draining = drained = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(self.limits.send_timeout):
+                await drained
+        except TimeoutError:
+            self.slow()
+        finally:
+            self.draining = None
+
+    def slow(self) -> None:
+        reason = f"send queue full ({self.limit} frames): the client is not reading"
+        self.kick(1008, reason, SLOW_READER)
+
     def push(self, frame: str) -> None:
         if self.closing:
             return
         out = self.out
-        if len(out) >= self.limit:
-            self.kick(
-                1008,
-                f"send queue full ({self.limit} frames): the client is not reading",
-                SLOW_READER,
-            )
+        if len(out) >= self.hard_limit:
+            self.slow()
             return
         out.append(frame)
         wake = self.wake
@@ -255,6 +285,7 @@ class Session:
         out = self.out
         send = self.send
         loop = asyncio.get_running_loop()
+        half = self.limit // 2
         try:
             while True:
                 while out:
@@ -270,6 +301,9 @@ class Session:
                             self.watchdog.cancel()
                         return
                     self.sending = False
+                    drained = self.draining
+                    if drained is not None and len(out) <= half and not drained.done():
+                        drained.set_result(None)
                 self.wake = wake = loop.create_future()
                 await wake
         except OSError:
@@ -289,12 +323,13 @@ class Session:
             self.out.clear()
         self.closing = True
         self.why = why
+        self.stats.count_disconnect(why)
         self.out.append(Close(code, reason))
         wake = self.wake
         if wake is not None and not wake.done():
             wake.set_result(None)
         loop = asyncio.get_running_loop()
-        self.watchdog = loop.call_later(self.limits.close_timeout, self.abort)
+        self.watchdog = loop.call_later(self.limits.send_timeout, self.abort)
 
     def abort(self) -> None:
         """The client took nothing, not even the close frame, in time: drop the connection."""

@@ -75,7 +75,7 @@ def parse_config(table: Mapping[str, Any], where: str) -> WebsocketConfig:
         rate=rate,
         burst=_number(r, "burst", 1, 10_000_000, 2 * rate),
         max_calls=r.integer("max_calls", 1, 1_000_000, 10_000),
-        close_timeout=_number(r, "close_timeout_seconds", 0.1, 60, 5),
+        send_timeout=_number(r, "send_timeout_seconds", 0.1, 60, 5),
     )
     return WebsocketConfig(path, tuple(tokens), _number(r, "grace_seconds", 0, 3_600, 30), limits)
 
@@ -137,9 +137,11 @@ class WebsocketRoute:
             writer.cancel()
             self.sessions.discard(session)
             kept = self.calls.detach(session)
-            why = session.why or REASONS.get(code, "closed")
-            disconnects = self.stats.disconnects
-            disconnects[why] = disconnects.get(why, 0) + 1
+            why = session.why
+            if not why:
+                # The gateway's own closes are counted when decided (Session.kick).
+                why = REASONS.get(code, "closed")
+                self.stats.count_disconnect(why)
             log.info(
                 "websocket closed",
                 extra={

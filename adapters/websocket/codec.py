@@ -89,14 +89,16 @@ Message = Turn | Partial | Resume | Ping
 # -- parsing ---------------------------------------------------------------------
 
 
+def _invalid(message: str, mid: MessageId | None = None, call_id: str | None = None) -> WireError:
+    return WireError("InvalidParameter", message, mid, call_id)
+
+
 def _call_id(data: Mapping[str, Any], mid: MessageId) -> str:
     value = data.get("call_id")
     if value is None:
         raise WireError("MissingCallId", "call_id is required", mid)
     if type(value) is not str or not _CALL_ID.fullmatch(value):
-        raise WireError(
-            "InvalidParameter", "call_id must be 1-128 letters, digits or _ . : @ -", mid
-        )
+        raise _invalid("call_id must be 1-128 letters, digits or _ . : @ -", mid)
     return value
 
 
@@ -106,9 +108,7 @@ def _string(data: Mapping[str, Any], name: str, cap: int, mid: MessageId, call_i
     if value is None:
         return ""
     if type(value) is not str or len(value) > cap:
-        raise WireError(
-            "InvalidParameter", f"{name} must be a string of at most {cap} characters", mid, call_id
-        )
+        raise _invalid(f"{name} must be a string of at most {cap} characters", mid, call_id)
     return value
 
 
@@ -117,18 +117,13 @@ def _context(value: object, mid: MessageId, call_id: str) -> Mapping[str, str]:
     if value is None:
         return EMPTY_VARS
     if type(value) is not dict or len(value) > MAX_CONTEXT_KEYS:
-        raise WireError(
-            "InvalidParameter",
-            f"context must be an object of at most {MAX_CONTEXT_KEYS} keys",
-            mid,
-            call_id,
+        raise _invalid(
+            f"context must be an object of at most {MAX_CONTEXT_KEYS} keys", mid, call_id
         )
     variables: dict[str, str] = {}
     for name, item in value.items():
         if len(name) > MAX_FIELD:
-            raise WireError(
-                "InvalidParameter", f"context keys are at most {MAX_FIELD} characters", mid, call_id
-            )
+            raise _invalid(f"context keys are at most {MAX_FIELD} characters", mid, call_id)
         variables[name] = item if type(item) is str else orjson.dumps(item).decode()
     return variables
 
@@ -154,21 +149,14 @@ def _utterance(data: dict[str, Any], mid: MessageId, default_instance: str) -> M
     call_id = _call_id(data, mid)
     text = data.get("text")
     if type(text) is not str or len(text) > MAX_TEXT:
-        raise WireError(
-            "InvalidParameter",
-            f"text must be a string of at most {MAX_TEXT} characters",
-            mid,
-            call_id,
-        )
+        raise _invalid(f"text must be a string of at most {MAX_TEXT} characters", mid, call_id)
     final = data.get("final", True)
     if type(final) is not bool:
-        raise WireError("InvalidParameter", "final must be true or false", mid, call_id)
+        raise _invalid("final must be true or false", mid, call_id)
     confidence = data.get("confidence")
     if confidence is not None:
         if type(confidence) not in (int, float) or not 0 <= confidence <= 1:
-            raise WireError(
-                "InvalidParameter", "confidence must be a number from 0 to 1", mid, call_id
-            )
+            raise _invalid("confidence must be a number from 0 to 1", mid, call_id)
         confidence = float(confidence)
     if not final:
         return Partial(mid, call_id)
@@ -179,9 +167,7 @@ def _digits(data: dict[str, Any], mid: MessageId, default_instance: str) -> Mess
     call_id = _call_id(data, mid)
     digits = data.get("digits")
     if type(digits) is not str or not _DIGITS.fullmatch(digits):
-        raise WireError(
-            "InvalidParameter", "digits must be 1-32 of 0-9, *, # and A-D", mid, call_id
-        )
+        raise _invalid("digits must be 1-32 of 0-9, *, # and A-D", mid, call_id)
     # The terminator ends an entry; it is not part of the number.
     return Turn(mid, DigitsEntered(call_id, digits.rstrip(TERMINATOR)))
 
@@ -205,7 +191,7 @@ def _resume(data: dict[str, Any], mid: MessageId, default_instance: str) -> Mess
         or not 0 < len(ids) <= MAX_CALL_IDS
         or not all(type(i) is str and _CALL_ID.fullmatch(i) for i in ids)
     ):
-        raise WireError("InvalidParameter", f"call_ids must list 1-{MAX_CALL_IDS} call ids", mid)
+        raise _invalid(f"call_ids must list 1-{MAX_CALL_IDS} call ids", mid)
     return Resume(mid, tuple(ids))
 
 
@@ -245,10 +231,7 @@ def parse(text: str | bytes, default_instance: str = "") -> Message:
         raise WireError("UnknownType", f"type must be one of {', '.join(TYPES)}", mid)
     if mid is None:
         if "id" in data:
-            raise WireError(
-                "InvalidParameter",
-                f"id must be a string of at most {MAX_ID} characters or an integer",
-            )
+            raise _invalid(f"id must be a string of at most {MAX_ID} characters or an integer")
         raise WireError("MissingId", f"a {kind} message needs an id")
     return parser(data, mid, default_instance)
 

@@ -76,6 +76,16 @@ def test_websocket_silence_up_to_the_final_hangup(gw: GatewayProcess) -> None:
         assert recv(ws)["type"] == "ended"
 
 
+def test_websocket_an_unknown_instance_gets_an_apology_and_a_hangup(gw: GatewayProcess) -> None:
+    c = call_id()
+    with open_ws(gw) as ws:
+        send(ws, type="start", id=1, call_id=c, instance_id="no-such-instance")
+        reply = recv(ws)
+        assert reply["action"] == "HangUp" and reply["text"] and reply["input"] is None
+        send(ws, type="end", id=2, call_id=c)
+        assert recv(ws) == {"type": "ended", "call_id": c, "id": 2}
+
+
 def test_websocket_a_thousand_calls_on_one_socket(gw: GatewayProcess) -> None:
     n = 1000
     calls = [f"k{i}-{uuid.uuid4().hex[:6]}" for i in range(n)]

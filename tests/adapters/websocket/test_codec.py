@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from adapters.websocket import codec, eager
+from adapters.websocket.transport import parse_config
 from gateway.calls.events import (
     CallEnded,
     CallStarted,
@@ -15,6 +16,7 @@ from gateway.calls.events import (
     NoInput,
     UserSaid,
 )
+from gateway.dialogue.config import ConfigProblem
 from gateway.dialogue.operations import Action, Reply
 
 
@@ -239,3 +241,38 @@ def test_eager_finish_cancelled_cancels_the_coroutine() -> None:
 
     asyncio.run(main())
     assert cleaned == [True]
+
+
+# -- [adapters.websocket] ----------------------------------------------------------
+
+
+def test_config_defaults() -> None:
+    config = parse_config({"enabled": True}, "adapters.websocket")
+    assert config.path == "/ws" and config.tokens == () and config.grace_seconds == 30
+    limits = config.limits
+    assert (limits.send_queue, limits.max_frame_bytes, limits.rate, limits.burst) == (
+        256,
+        16_384,
+        1_000,
+        2_000,
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ({"tokens": ["short"]}, "adapters.websocket.tokens"),
+        ({"tokens": "x" * 20}, "adapters.websocket.tokens"),
+        ({"path": "ws"}, "adapters.websocket.path"),
+        ({"grace_seconds": -1}, "adapters.websocket.grace_seconds"),
+        ({"grace_seconds": "30"}, "adapters.websocket.grace_seconds"),
+        ({"send_queue": 0}, "adapters.websocket.send_queue"),
+        ({"max_frame_bytes": 10}, "adapters.websocket.max_frame_bytes"),
+        ({"rate": 0}, "adapters.websocket.rate"),
+        ({"burst": True}, "adapters.websocket.burst"),
+    ],
+)
+def test_config_names_the_bad_key(table: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigProblem) as caught:
+        parse_config(table, "adapters.websocket")
+    assert caught.value.key == key

@@ -141,13 +141,18 @@ class Calls:
         call.busy = True
         while True:
             coro = self.bridge.run(FRONT, turn.event, call.instance_id, _keep)
-            done, value = eager.start(coro)
-            if not done:
-                task = asyncio.get_running_loop().create_task(self._finish(call, turn, coro, value))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-                return
-            self._answered(call, turn, value)
+            try:
+                done, value = eager.start(coro)
+            except Exception:
+                self._failed(call, turn)
+            else:
+                if not done:
+                    loop = asyncio.get_running_loop()
+                    task = loop.create_task(self._finish(call, turn, coro, value))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+                    return
+                self._answered(call, turn, value)
             backlog = call.backlog
             if not backlog:
                 call.busy = False
@@ -157,12 +162,23 @@ class Calls:
     async def _finish(
         self, call: Call, turn: codec.Turn, coro: Coroutine[Any, Any, Reply | None], waiting: Any
     ) -> None:
-        reply = await eager.finish(coro, waiting)
-        self._answered(call, turn, reply)
+        try:
+            reply = await eager.finish(coro, waiting)
+        except Exception:
+            self._failed(call, turn)
+        else:
+            self._answered(call, turn, reply)
         if call.backlog:
             self._drive(call, call.backlog.popleft())
         else:
             call.busy = False
+
+    def _failed(self, call: Call, turn: codec.Turn) -> None:
+        """A bug, not a backend failure (the bridge answers those): say so, carry on."""
+        log.exception("websocket turn failed", extra={"fields": {"call": call.id}})
+        if call.owner is not None:
+            message = "the turn failed; the call goes on"
+            call.owner.push(codec.error("InternalServerError", message, turn.id, call.id))
 
     def _answered(self, call: Call, turn: codec.Turn, reply: Reply | None) -> None:
         owner = call.owner

@@ -10,6 +10,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import orjson
+from websockets.sync.client import connect
+
 from tests.adapters.websocket.conftest import (
     GRACE,
     RawClient,
@@ -20,7 +23,8 @@ from tests.adapters.websocket.conftest import (
     send,
     wait_for_metric,
 )
-from tests.conftest import GatewayProcess
+from tests.api.test_monitor import signed_url
+from tests.conftest import RO_KEY_ID, RO_SECRET, GatewayProcess
 
 WELCOME = "Welcome to Demo Bank"
 CARDS = "Card services"
@@ -215,3 +219,21 @@ def test_websocket_connections_gauge_counts_open_sockets(gw: GatewayProcess) -> 
             send(ws, type="ping")
             recv(ws)
         assert metrics(gw)["ivrgw_websocket_connections"] == base + 3
+
+
+def test_websocket_turns_reach_the_live_monitor(gw: GatewayProcess) -> None:
+    c = call_id()
+    monitor_url = signed_url(gw.port, RO_KEY_ID, RO_SECRET, instance="demo")
+    with connect(monitor_url) as monitor, open_ws(gw) as ws:
+        assert recv(monitor)["type"] == "hello"
+        send(ws, type="start", id=1, call_id=c, calling="13800000000")
+        recv(ws)
+        turn = recv(monitor)
+        assert (turn["front"], turn["conversation"], turn["operation"]) == (
+            "websocket",
+            c,
+            "BeginDialogue",
+        )
+        assert "13800000000" not in orjson.dumps(turn).decode()
+        send(ws, type="end", id=2, call_id=c)
+        recv(ws)

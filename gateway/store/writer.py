@@ -1,0 +1,433 @@
+"""The store's one writer thread, and read-only connections for queries.
+
+Rules of this file:
+- One thread owns the write connection; nothing else writes the database.
+- `submit` never blocks its caller (the event loop): it appends to a bounded
+  queue, or, when the queue is full or the writer closed, returns False and
+  counts the operation in `dropped` (with a rate-limited warning).
+- The thread takes up to `batch_max` operations per transaction. It waits for
+  more until the oldest queued operation is `batch_ms` old, unless a batch is
+  already full or someone waits on a flush or a call. Under load the commit
+  itself is the wait: whatever queued meanwhile goes in the next batch.
+- An operation that raises does not take its batch with it: the batch is
+  rolled back and re-applied one operation per transaction; the bad one is
+  logged with its repr, counted in `failed`, and skipped.
+- `call` is for writes whose caller needs the outcome (the management API):
+  it is never dropped (it bypasses the queue bound, which exists against
+  record floods) and its future gets the operation's result or exception.
+- `flush` waits until every operation submitted before it has been applied
+  (committed, or failed and counted). `close` flushes, then stops the thread.
+- Reads never come here: `Readers` runs queries on read-only connections in
+  its own small thread pool, alongside the writer (WAL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.store.db import DEFAULT_BUSY_TIMEOUT_MS, connect, open_database
+
+log = logging.getLogger("gateway.store")
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+P = ParamSpec("P")
+
+DEFAULT_QUEUE_SIZE = 50_000
+DEFAULT_BATCH_MAX = 500
+DEFAULT_BATCH_MS = 50.0
+DROP_LOG_INTERVAL = 5.0
+# A failing operation's repr is logged up to this many characters.
+MAX_LOGGED_REPR = 500
+
+
+class WriteOp(Protocol[T_co]):
+    """One write, applied by the writer thread inside its batch transaction.
+
+    `apply` must not commit, roll back or begin: the writer owns the
+    transaction. It may run twice (a failed batch is retried item by item
+    after a rollback), so it must not have effects outside the database.
+    """
+
+    def apply(self, db: sqlite3.Connection) -> T_co: ...
+
+
+class Sql(NamedTuple):
+    """One SQL statement as a write operation; `apply` returns its rowcount."""
+
+    statement: str
+    params: Sequence[object] = ()
+
+    def apply(self, db: sqlite3.Connection) -> int:
+        return db.execute(self.statement, self.params).rowcount
+
+
+class _Item(NamedTuple):
+    seq: int
+    op: WriteOp[Any]
+    # Set for `call`: gets the result or the exception.
+    future: Future[Any] | None
+    queued_at: float
+
+
+def _resolve(future: Future[Any], result: object = None, exc: BaseException | None = None) -> None:
+    # The waiter may have been cancelled (its coroutine was); the write stands.
+    with contextlib.suppress(InvalidStateError):
+        if exc is None:
+            future.set_result(result)
+        else:
+            future.set_exception(exc)
+
+
+class Writer:
+    """The batching writer thread over the database at `path`."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        batch_max: int = DEFAULT_BATCH_MAX,
+        batch_ms: float = DEFAULT_BATCH_MS,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if queue_size < 1 or batch_max < 1 or batch_ms < 0:
+            raise ValueError("queue_size and batch_max must be >= 1, batch_ms >= 0")
+        self.path = path
+        self.queue_size = queue_size
+        self.batch_max = batch_max
+        self.batch_ms = batch_ms
+        self.busy_timeout_ms = busy_timeout_ms
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._queue: deque[_Item] = deque()
+        self._seq = 0  # the last sequence number handed out
+        self._done = 0  # every item up to this one has been applied or failed
+        self._urgent_to = 0  # someone waits for the items up to this one
+        self._waiters: list[tuple[int, Future[None]]] = []
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._db: sqlite3.Connection | None = None
+        self._drop_logged_at = -DROP_LOG_INTERVAL
+        # Counters, read by the metrics collector and tests.
+        self.commits = 0  # transactions committed
+        self.written = 0  # operations committed
+        self.failed = 0  # submitted operations that raised and were skipped
+        self.dropped = 0  # operations refused by submit (queue full or closed)
+        self.retried_batches = 0  # batches rolled back and retried item by item
+
+    # -- the caller's side ----------------------------------------------------
+
+    def start(self) -> None:
+        """Open (and migrate) the database, then start the thread.
+
+        Blocks while it opens the file; call it at start-up, or through
+        `asyncio.to_thread` from a running loop.
+        """
+        if self._thread is not None or self._closing:
+            raise RuntimeError(f"{self!r} already started or closed")
+        # Opened outside the lock: submit keeps queueing meanwhile.
+        self._db = open_database(
+            self.path, busy_timeout_ms=self.busy_timeout_ms, check_same_thread=False
+        )
+        thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        with self._cond:
+            self._thread = thread
+        thread.start()
+
+    def submit(self, op: WriteOp[Any]) -> bool:
+        """Queue `op`; False (and counted in `dropped`) when the queue is full or closed."""
+        with self._cond:
+            if not self._closing and len(self._queue) < self.queue_size:
+                self._seq += 1
+                self._queue.append(_Item(self._seq, op, None, self._clock()))
+                n = len(self._queue)
+                # Wake the thread when it may be idle (first item) or
+                # collecting (the batch just filled); otherwise it is busy.
+                if n == 1 or n == self.batch_max:
+                    self._cond.notify()
+                return True
+            self.dropped += 1
+            dropped = self.dropped
+        now = self._clock()
+        if now - self._drop_logged_at >= DROP_LOG_INTERVAL:
+            self._drop_logged_at = now
+            log.warning(
+                "store queue full, write dropped",
+                extra={
+                    "fields": {
+                        "op": type(op).__name__,
+                        "dropped_total": dropped,
+                        "queue_size": self.queue_size,
+                        "closed": self._closing,
+                    }
+                },
+            )
+        return False
+
+    def call_future(self, op: WriteOp[T]) -> Future[T]:
+        """Queue `op` past the bound; the future gets its result once committed."""
+        future: Future[T] = Future()
+        with self._cond:
+            if self._closing:
+                raise RuntimeError(f"{self!r} is closed")
+            self._seq += 1
+            self._queue.append(_Item(self._seq, op, future, self._clock()))
+            self._urgent_to = self._seq
+            self._cond.notify()
+        return future
+
+    async def call(self, op: WriteOp[T]) -> T:
+        return await asyncio.wrap_future(self.call_future(op))
+
+    def flush_future(self) -> Future[None]:
+        """A future done when everything submitted so far has been applied."""
+        future: Future[None] = Future()
+        with self._cond:
+            target = self._seq
+            # Done, or closed before it started (close counted the queue as dropped).
+            if target <= self._done or (self._closing and self._thread is None):
+                future.set_result(None)
+                return future
+            if self._thread is None:
+                raise RuntimeError(f"{self!r} not started: nothing would flush")
+            self._waiters.append((target, future))
+            self._urgent_to = max(self._urgent_to, target)
+            self._cond.notify()
+        return future
+
+    async def flush(self) -> None:
+        await asyncio.wrap_future(self.flush_future())
+
+    def flush_sync(self, timeout: float | None = None) -> None:
+        self.flush_future().result(timeout)
+
+    def close(self) -> None:
+        """Apply everything queued, then stop the thread and close the connection.
+
+        On a writer never started, queued operations are counted as dropped.
+        """
+        with self._cond:
+            self._closing = True
+            thread = self._thread
+            if thread is None:
+                self.dropped += len(self._queue)
+                self._queue.clear()
+            self._cond.notify()
+        if thread is not None:
+            thread.join()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def __repr__(self) -> str:
+        return (
+            f"Writer({str(self.path)!r}, queued={len(self._queue)}, commits={self.commits},"
+            f" written={self.written}, failed={self.failed}, dropped={self.dropped})"
+        )
+
+    # -- the writer thread ----------------------------------------------------
+
+    def _take(self) -> list[_Item] | None:
+        """The next batch, waiting as the rules say; None once closed and drained."""
+        with self._cond:
+            while not self._queue and not self._closing:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            deadline = self._queue[0].queued_at + self.batch_ms / 1000
+            while (
+                len(self._queue) < self.batch_max
+                and self._urgent_to <= self._done
+                and not self._closing
+            ):
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            n = min(len(self._queue), self.batch_max)
+            return [self._queue.popleft() for _ in range(n)]
+
+    def _run(self) -> None:
+        assert self._db is not None
+        try:
+            while (batch := self._take()) is not None:
+                try:
+                    self._apply(batch)
+                except Exception:
+                    # _apply handles operation errors; this is a bug, and the
+                    # thread must outlive it.
+                    log.exception("store writer: unexpected error", extra={"fields": {}})
+                    for item in batch:
+                        if item.future is not None:
+                            _resolve(item.future, exc=RuntimeError("store writer error"))
+                finally:
+                    self._finished(batch[-1].seq)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA optimize")
+            self._db.close()
+
+    def _finished(self, seq: int) -> None:
+        with self._cond:
+            self._done = seq
+            ready = [f for target, f in self._waiters if target <= seq]
+            self._waiters = [(t, f) for t, f in self._waiters if t > seq]
+        for future in ready:
+            _resolve(future)
+
+    def _apply(self, batch: list[_Item]) -> None:
+        db = self._db
+        assert db is not None
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            results = [item.op.apply(db) for item in batch]
+            db.execute("COMMIT")
+        except Exception as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            if len(batch) > 1:
+                self.retried_batches += 1
+                log.warning(
+                    "store batch failed, retrying its operations one by one",
+                    extra={"fields": {"size": len(batch), "error": repr(exc)}},
+                )
+                for item in batch:
+                    self._apply([item])
+                return
+            item = batch[0]
+            if item.future is not None:
+                _resolve(item.future, exc=exc)
+                return
+            self.failed += 1
+            log.warning(
+                "store operation failed and was skipped",
+                extra={
+                    "fields": {
+                        "op": repr(item.op)[:MAX_LOGGED_REPR],
+                        "error": repr(exc),
+                        "failed_total": self.failed,
+                    }
+                },
+            )
+            return
+        self.commits += 1
+        self.written += len(batch)
+        for item, result in zip(batch, results, strict=True):
+            if item.future is not None:
+                _resolve(item.future, result)
+
+
+class Readers:
+    """Read-only connections for queries, one per thread of a small pool.
+
+    `run(fn, *args)` calls `fn(db, *args)` in a pool thread, inside one read
+    transaction, so a count and a page read together see one snapshot. The
+    pool is the store's own, not the loop's default executor: slow queries
+    cannot starve other users of that executor (name resolution), and the
+    pool size bounds the connections. The database must exist and be
+    migrated first (`Writer.start` or `open_database`).
+    """
+
+    def __init__(
+        self, path: Path, *, threads: int = 2, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
+    ) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="store-read")
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+
+    def _connection(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = connect(
+                self.path,
+                read_only=True,
+                busy_timeout_ms=self.busy_timeout_ms,
+                check_same_thread=False,
+            )
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    def run_sync(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """`fn(db, *args)` in the calling thread, on that thread's own connection."""
+        db = self._connection()
+        db.execute("BEGIN")
+        try:
+            return fn(db, *args, **kwargs)
+        finally:
+            if db.in_transaction:
+                db.execute("COMMIT")
+
+    async def run(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self.run_sync, fn, *args, **kwargs)
+        return await loop.run_in_executor(self._executor, call)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+
+    def __repr__(self) -> str:
+        return f"Readers({str(self.path)!r}, connections={len(self._connections)})"
+
+
+class StoreCollector(Collector):
+    """The writer's queue and counters as Prometheus series.
+
+    `ivrgw_records_dropped_total` is the writer's `dropped`: only `submit`
+    drops, and `submit` is how records reach the store.
+    """
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Metric]:
+        w = self.writer
+        yield GaugeMetricFamily(
+            "ivrgw_store_queue_depth", "Write operations waiting for the writer.", value=w.queued
+        )
+        for name, value, doc in (
+            ("ivrgw_records_dropped", w.dropped, "Records dropped: the store queue was full."),
+            ("ivrgw_store_commits", w.commits, "Store transactions committed."),
+            ("ivrgw_store_written", w.written, "Write operations committed."),
+            ("ivrgw_store_failed", w.failed, "Write operations that raised and were skipped."),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)

@@ -1,0 +1,192 @@
+"""Conversation records: the typed write operations the bridge hands the writer.
+
+Rules of this file:
+- Each record is a NamedTuple (one is built per turn, so cheap to make) whose
+  `apply(db)` the writer thread runs inside its batch transaction. Nothing
+  here awaits, reads a clock or commits; times come in as integer
+  milliseconds since the epoch.
+- Any record may be the first to arrive for its conversation (its
+  ConversationBegun was dropped on a full queue, or the gateway restarted
+  mid-call), so every record upserts the conversation row first: nothing
+  recorded is ever orphaned, and a later record fills in what it knows.
+- A turn line is keyed by (InstanceId, ConversationId, SequenceId, Speaker);
+  a replayed line is ignored, the first one stands.
+- Customer lines carry the operation as `Action` (Dialogue, CollectedNumber,
+  SilenceTimeout ...), Chatbot lines the reply's action (Broadcast,
+  TransferToAgent ...), as the seed's ListConversationDetails example does.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final, Literal, NamedTuple
+
+Speaker = Literal["Customer", "Chatbot"]
+CUSTOMER: Final = "Customer"
+CHATBOT: Final = "Chatbot"
+
+# A conversation row for a record that arrives first; its BeginTime is the
+# earliest time that record knows.
+_PLACEHOLDER = """
+INSERT INTO conversations (InstanceId, ConversationId, BeginTime) VALUES (?, ?, ?)
+ON CONFLICT (InstanceId, ConversationId) DO NOTHING
+"""
+
+_BEGUN = """
+INSERT INTO conversations
+    (InstanceId, ConversationId, BeginTime, CallingNumber, CalledNumber, Debug, FrontDoor)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (InstanceId, ConversationId) DO UPDATE SET
+    BeginTime = excluded.BeginTime,
+    CallingNumber = excluded.CallingNumber,
+    CalledNumber = excluded.CalledNumber,
+    Debug = excluded.Debug,
+    FrontDoor = excluded.FrontDoor
+"""
+
+_TURN = """
+INSERT INTO conversation_details
+    (InstanceId, ConversationId, SequenceId, Speaker, Utterance, Action, ActionParams, CreateTime)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (InstanceId, ConversationId, SequenceId, Speaker) DO NOTHING
+"""
+
+_ENDED = """
+INSERT INTO conversations
+    (InstanceId, ConversationId, BeginTime, EndTime, UserUtteranceCount,
+     EffectiveAnswerCount, TransferredToAgent, SkillGroupId, HangupCause)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (InstanceId, ConversationId) DO UPDATE SET
+    EndTime = excluded.EndTime,
+    UserUtteranceCount = excluded.UserUtteranceCount,
+    EffectiveAnswerCount = excluded.EffectiveAnswerCount,
+    TransferredToAgent = excluded.TransferredToAgent,
+    SkillGroupId = excluded.SkillGroupId,
+    HangupCause = excluded.HangupCause
+"""
+
+_RECORDING = """
+INSERT INTO conversations
+    (InstanceId, ConversationId, BeginTime, RecordingFileName, RecordingFilePath)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (InstanceId, ConversationId) DO UPDATE SET
+    RecordingFileName = excluded.RecordingFileName,
+    RecordingFilePath = excluded.RecordingFilePath
+"""
+
+
+class ConversationBegun(NamedTuple):
+    """BeginDialogue (or DebugBeginDialogue) reached the dialogue service."""
+
+    instance_id: str
+    conversation_id: str
+    begin_time: int
+    calling_number: str = ""
+    called_number: str = ""
+    debug: bool = False
+    # Which way the call came in: "rpc", "freeswitch", "asterisk", "websocket" ...
+    front_door: str = ""
+
+    def apply(self, db: sqlite3.Connection) -> None:
+        db.execute(
+            _BEGUN,
+            (
+                self.instance_id,
+                self.conversation_id,
+                self.begin_time,
+                self.calling_number,
+                self.called_number,
+                int(self.debug),
+                self.front_door,
+            ),
+        )
+
+
+class Turn(NamedTuple):
+    """One line of a conversation: what the customer did, or what the chatbot answered.
+
+    A round of dialogue is usually two lines with the same `sequence_id`:
+    the customer's (Utterance is the words, the digits, or "" for a silence
+    timeout) and the chatbot's (Utterance is the prompt it played).
+    """
+
+    instance_id: str
+    conversation_id: str
+    sequence_id: int
+    speaker: Speaker
+    utterance: str
+    action: str
+    create_time: int
+    action_params: str = "{}"
+
+    def apply(self, db: sqlite3.Connection) -> None:
+        db.execute(_PLACEHOLDER, (self.instance_id, self.conversation_id, self.create_time))
+        db.execute(
+            _TURN,
+            (
+                self.instance_id,
+                self.conversation_id,
+                self.sequence_id,
+                self.speaker,
+                self.utterance,
+                self.action,
+                self.action_params,
+                self.create_time,
+            ),
+        )
+
+
+class ConversationEnded(NamedTuple):
+    """The conversation is over: hung up, transferred, or expired."""
+
+    instance_id: str
+    conversation_id: str
+    end_time: int
+    user_utterance_count: int = 0
+    effective_answer_count: int = 0
+    transferred_to_agent: bool = False
+    skill_group_id: str = ""
+    # Why it ended: the switch's cause ("NORMAL_CLEARING"), or the gateway's
+    # ("EndDialogue", "HangUp", "TransferToAgent", "Expired" ...).
+    hangup_cause: str = ""
+
+    def apply(self, db: sqlite3.Connection) -> None:
+        db.execute(
+            _ENDED,
+            (
+                self.instance_id,
+                self.conversation_id,
+                self.end_time,
+                self.end_time,
+                self.user_utterance_count,
+                self.effective_answer_count,
+                int(self.transferred_to_agent),
+                self.skill_group_id,
+                self.hangup_cause,
+            ),
+        )
+
+
+class RecordingSaved(NamedTuple):
+    """A recording of the conversation exists (DescribeRecording's FileName, FilePath)."""
+
+    instance_id: str
+    conversation_id: str
+    saved_time: int
+    file_name: str
+    file_path: str
+
+    def apply(self, db: sqlite3.Connection) -> None:
+        db.execute(
+            _RECORDING,
+            (
+                self.instance_id,
+                self.conversation_id,
+                self.saved_time,
+                self.file_name,
+                self.file_path,
+            ),
+        )
+
+
+Record = ConversationBegun | Turn | ConversationEnded | RecordingSaved

@@ -1,4 +1,4 @@
-"""The store's one writer thread, and read-only connections for queries.
+"""The store's one writer thread: write operations from a bounded queue, committed in batches.
 
 Rules of this file:
 - One thread owns the write connection; nothing else writes the database.
@@ -17,35 +17,33 @@ Rules of this file:
   record floods) and its future gets the operation's result or exception.
 - `flush` waits until every operation submitted before it has been applied
   (committed, or failed and counted). `close` flushes, then stops the thread.
-- Reads never come here: `Readers` runs queries on read-only connections in
-  its own small thread pool, alongside the writer (WAL).
+- Reads never come here: `gateway.store.readers.Readers` runs queries on
+  read-only connections alongside the writer (WAL).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
-from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.store.db import DEFAULT_BUSY_TIMEOUT_MS, connect, open_database
+from gateway.store.db import DEFAULT_BUSY_TIMEOUT_MS, open_database
 
 log = logging.getLogger("gateway.store")
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
-P = ParamSpec("P")
 
 DEFAULT_QUEUE_SIZE = 50_000
 DEFAULT_BATCH_MAX = 500
@@ -336,77 +334,6 @@ class Writer:
         for item, result in zip(batch, results, strict=True):
             if item.future is not None:
                 _resolve(item.future, result)
-
-
-class Readers:
-    """Read-only connections for queries, one per thread of a small pool.
-
-    `run(fn, *args)` calls `fn(db, *args)` in a pool thread, inside one read
-    transaction, so a count and a page read together see one snapshot. The
-    pool is the store's own, not the loop's default executor: slow queries
-    cannot starve other users of that executor (name resolution), and the
-    pool size bounds the connections. The database must exist and be
-    migrated first (`Writer.start` or `open_database`).
-    """
-
-    def __init__(
-        self, path: Path, *, threads: int = 2, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
-    ) -> None:
-        self.path = path
-        self.busy_timeout_ms = busy_timeout_ms
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="store-read")
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-
-    def _connection(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = connect(
-                self.path,
-                read_only=True,
-                busy_timeout_ms=self.busy_timeout_ms,
-                check_same_thread=False,
-            )
-            self._local.db = db
-            with self._lock:
-                self._connections.append(db)
-        return db
-
-    def run_sync(
-        self,
-        fn: Callable[Concatenate[sqlite3.Connection, P], T],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        """`fn(db, *args)` in the calling thread, on that thread's own connection."""
-        db = self._connection()
-        db.execute("BEGIN")
-        try:
-            return fn(db, *args, **kwargs)
-        finally:
-            if db.in_transaction:
-                db.execute("COMMIT")
-
-    async def run(
-        self,
-        fn: Callable[Concatenate[sqlite3.Connection, P], T],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        loop = asyncio.get_running_loop()
-        call = functools.partial(self.run_sync, fn, *args, **kwargs)
-        return await loop.run_in_executor(self._executor, call)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-        with self._lock:
-            for db in self._connections:
-                db.close()
-            self._connections.clear()
-
-    def __repr__(self) -> str:
-        return f"Readers({str(self.path)!r}, connections={len(self._connections)})"
 
 
 class StoreCollector(Collector):

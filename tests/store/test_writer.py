@@ -1,4 +1,4 @@
-"""The writer thread and the readers, on a real SQLite file.
+"""The writer thread, on a real SQLite file.
 
 Batching is checked with the writer's counters, never with timing: the
 operations are queued before the thread starts, so each batch is whatever
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,7 +17,8 @@ from typing import Any, NamedTuple
 import pytest
 
 from gateway.store.db import open_database
-from gateway.store.writer import Readers, Sql, StoreCollector, WriteOp, Writer
+from gateway.store.readers import Readers
+from gateway.store.writer import Sql, StoreCollector, WriteOp, Writer
 
 INSERT = "INSERT INTO instances (InstanceId, Name, Concurrency, Status, CreateTime, ModifyTime) VALUES (?, ?, 1, 'Published', 0, 0)"
 
@@ -42,18 +42,6 @@ def names(path: Path) -> list[str]:
 class Boom(NamedTuple):
     def apply(self, db: sqlite3.Connection) -> None:
         raise ValueError("boom")
-
-
-class Gate(NamedTuple):
-    """Holds the writer inside its open transaction until released."""
-
-    entered: threading.Event
-    release: threading.Event
-
-    def apply(self, db: sqlite3.Connection) -> None:
-        db.execute(INSERT, ("gated", "gated"))
-        self.entered.set()
-        assert self.release.wait(10)
 
 
 @pytest.fixture
@@ -177,51 +165,6 @@ def test_writer_async_call_flush_and_readers(writer: Writer, path: Path) -> None
 
     try:
         asyncio.run(main())
-    finally:
-        readers.close()
-
-
-def test_readers_see_committed_data_while_the_writer_holds_a_transaction(
-    writer: Writer, path: Path
-) -> None:
-    writer.start()
-    readers = Readers(path)
-    gate = Gate(threading.Event(), threading.Event())
-    try:
-        for n in range(50):
-            writer.submit(insert(n))
-        writer.flush_sync(timeout=10)
-        writer.submit(gate)
-        writer.submit(insert(50))
-        flushed = writer.flush_future()
-        assert gate.entered.wait(10)
-        # The writer is inside BEGIN IMMEDIATE with an uncommitted row: a
-        # reader is not blocked and sees the last committed state.
-        assert readers.run_sync(count) == 50
-        assert not flushed.done()
-        gate.release.set()
-        flushed.result(10)
-        assert readers.run_sync(count) == 52
-    finally:
-        gate.release.set()
-        readers.close()
-
-
-def test_readers_run_one_snapshot_per_call(writer: Writer, path: Path) -> None:
-    writer.start()
-    readers = Readers(path)
-
-    def two_reads(db: sqlite3.Connection) -> tuple[int, int]:
-        first = count(db)
-        writer.submit(insert(1000))
-        writer.flush_sync(timeout=10)
-        return first, count(db)
-
-    try:
-        writer.submit(insert(1))
-        writer.flush_sync(timeout=10)
-        assert readers.run_sync(two_reads) == (1, 1)
-        assert readers.run_sync(count) == 2
     finally:
         readers.close()
 

@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 
 import orjson
 
 from gateway.api.auth import Authenticator
+from gateway.api.links import PREFIX as LINKS_PREFIX
+from gateway.api.links import Links
 from gateway.api.manage import ManagementApi
 from gateway.api.monitor import MonitorRoute, not_found
 from gateway.api.rpc import RpcApi
@@ -36,9 +39,12 @@ from gateway.net.pool import Pool, PoolCollector
 from gateway.services.local import LocalDialogueService, RemoteService
 from gateway.services.remote import RemoteDialogueService
 from gateway.settings import Settings
-from gateway.store.instances import Instance, InstanceRegistry
+from gateway.store.db import StoreError
+from gateway.store.instances import Instance, InstanceRegistry, parse_instance
 from gateway.store.outbox import Outbox, OutboxCollector
 from gateway.store.sessions import SessionStore
+from gateway.store.store import Store
+from gateway.store.writer import StoreCollector
 
 log = logging.getLogger("gateway.app")
 
@@ -82,9 +88,23 @@ class Gateway:
             breaker = Breaker(f"remote:{rc.name}", b.failures, b.reset_seconds)
             remote_breakers.append(breaker)
             self.remotes[rc.name] = RemoteDialogueService(rc, self.pool, self.outbox, breaker)
+        # The database, when on, is the source of truth for instances: the
+        # files are copied in on its first start only (gateway.store.catalog).
+        self.store = Store(settings.store) if settings.store.enabled else None
+        if self.store is not None:
+            instances = self._stored_instances(self.store, instances)
         self.instances = InstanceRegistry(
             dataclasses.replace(i, async_bot=self.bots[i.chatbot]) if i.chatbot else i
             for i in instances
+        )
+        store_settings = settings.store
+        self.links = Links(
+            self.store.link_key if self.store is not None else b"",
+            store_settings.link_ttl,
+            {
+                "exports": store_settings.exports_dir,
+                "auditions": store_settings.exports_dir / "auditions",
+            },
         )
         self.service = LocalDialogueService(
             self.instances, self.sessions, breakers=self.breakers, remotes=self.remotes
@@ -96,7 +116,9 @@ class Gateway:
         )
         if self.outbox is not None:
             registry.register(OutboxCollector(self.outbox))
-        self.management = ManagementApi(self.instances, self.bots)
+        if self.store is not None:
+            registry.register(StoreCollector(self.store.writer))
+        self.management = ManagementApi(self.instances, self.bots, self.store, self.links)
         # One turn cache for every front door; the bridge namespaces its keys by front.
         self.turns = TurnCache(settings.idempotent_turns)
         self.monitor = Monitor()
@@ -121,6 +143,7 @@ class Gateway:
             turns=self.turns,
             management=self.management.actions,
             monitor=self.monitor,
+            public_url=settings.public_url,
         )
         self.ready = False
         self.routes: dict[str, ASGIApp] = {
@@ -134,11 +157,45 @@ class Gateway:
         }
         self._sweeper: asyncio.Task[None] | None = None
         self.prefixes: list[tuple[str, ASGIApp]] = []
+        if self.store is not None:
+            self.prefixes.append((LINKS_PREFIX, self.links))
         self.live: dict[str, LiveCall] = {}
         self.startups: list[Callable[[], Awaitable[None]]] = []
         self.shutdowns: list[Callable[[], Awaitable[None]]] = []
         self.checks: dict[str, Callable[[], bool]] = {}
         self._mount_adapters()
+
+    def _stored_instances(self, store: Store, files: list[Instance]) -> list[Instance]:
+        """The instances in the database (seeded from `files` on its first start).
+
+        A stored instance is checked as a file is: a bot or remote it names
+        must be configured, or start-up fails naming the database and the key.
+        """
+        where = str(store.path)
+        try:
+            stored = store.open(i.document for i in files)
+        except (StoreError, sqlite3.Error) as exc:
+            raise ConfigError(str(self.settings.path), "store.path", f"{where}: {exc}") from None
+        instances: list[Instance] = []
+        remotes = {r.name for r in self.settings.remotes}
+        for row in stored:
+            key = f"instances[{row.instance_id}]"
+            try:
+                instance = parse_instance(row.document)
+            except ConfigProblem as exc:
+                raise ConfigError(where, f"{key}.{exc.key}", exc.problem) from None
+            if instance.chatbot and instance.chatbot not in self.bots:
+                problem = f"no [[bots]] entry named {instance.chatbot!r} in {self.settings.path}"
+                raise ConfigError(where, f"{key}.Chatbot", problem)
+            if instance.remote and instance.remote not in remotes:
+                problem = f"no [[remotes]] entry named {instance.remote!r} in {self.settings.path}"
+                raise ConfigError(where, f"{key}.remote.name", problem)
+            instances.append(instance)
+        log.info(
+            "instances loaded from the store",
+            extra={"fields": {"path": where, "seeded": store.seeded, "count": len(instances)}},
+        )
+        return instances
 
     def _mount_adapters(self) -> None:
         """The adapters settings enable, resolved by name (gateway.calls.mount)."""
@@ -230,6 +287,8 @@ class Gateway:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.store is not None:
+                    await self.store.start()
                 if self.outbox is not None:
                     await self.outbox.start()
                 for start in self.startups:
@@ -257,6 +316,9 @@ class Gateway:
                         await stop()
                 if self.outbox is not None:
                     await self.outbox.close()
+                # After the adapters: the records of calls they ended are flushed too.
+                if self.store is not None:
+                    await self.store.aclose()
                 await self.pool.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -78,6 +78,14 @@ class InstanceDisabled(GatewayError):
     default_message = "The specified instance is disabled and accepts no new conversations."
 
 
+class StoreDisabled(GatewayError):
+    code = "Forbidden.StoreDisabled"
+    status = 400
+    default_message = (
+        "This action needs the gateway's database, which is off ([store] enabled = false)."
+    )
+
+
 class ConversationNotFound(GatewayError):
     code = "InvalidConversationId.NotFound"
     status = 404

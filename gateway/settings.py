@@ -52,6 +52,24 @@ class OutboxSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """`[store]`: the SQLite database of instances and conversation records (docs/storage.md)."""
+
+    path: Path
+    # Off: instances come from the instance files on every start, nothing is
+    # recorded, and the management and query actions answer StoreDisabled.
+    enabled: bool = True
+    queue_size: int = 50_000
+    batch_max: int = 500
+    batch_ms: float = 50.0
+    read_threads: int = 2
+    # CSV exports and TTS auditions are written here and served under
+    # expiring signed links (gateway.api.links) for `link_ttl` seconds.
+    exports_dir: Path = Path("var/exports")
+    link_ttl: int = 3_600
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     path: Path
     host: str
@@ -69,6 +87,10 @@ class Settings:
     breaker: BreakerSettings
     outbox: OutboxSettings
     idempotent_turns: int
+    store: StoreSettings
+    # Links in API answers (exports, auditions) start with this; "" means
+    # the scheme and Host the request came in with.
+    public_url: str = ""
     bots: tuple[BotConfig, ...] = ()
     remotes: tuple[RemoteConfig, ...] = ()
     # Enabled adapters: (name, its [adapters.<name>] table), validated when mounted.
@@ -170,6 +192,17 @@ def _parse_settings(path: Path, data: dict[str, Any]) -> Settings:
         max_age=o.integer("max_age_seconds", 60, 30 * 86_400, 86_400),
     )
     idempotency = root.table("idempotency", required=False)
+    st = root.table("store", required=False)
+    store = StoreSettings(
+        path=_relative(path, st.text("path", "var/gateway.db", max_len=4096)),
+        enabled=st.boolean("enabled", True),
+        queue_size=st.integer("queue_size", 100, 10_000_000, 50_000),
+        batch_max=st.integer("batch_max", 1, 100_000, 500),
+        batch_ms=float(st.integer("batch_ms", 0, 10_000, 50)),
+        read_threads=st.integer("read_threads", 1, 64, 2),
+        exports_dir=_relative(path, st.text("exports_dir", "var/exports", max_len=4096)),
+        link_ttl=st.integer("link_ttl_seconds", 10, 7 * 86_400, 3_600),
+    )
 
     bots: list[BotConfig] = []
     for n, table in enumerate(_tables(data, "bots")):
@@ -220,10 +253,18 @@ def _parse_settings(path: Path, data: dict[str, Any]) -> Settings:
         breaker=breaker,
         outbox=outbox,
         idempotent_turns=idempotency.integer("max_turns", 1_000, 10_000_000, 100_000),
+        store=store,
+        public_url=server.text("public_url", "", max_len=512).rstrip("/"),
         bots=tuple(bots),
         remotes=tuple(remotes),
         adapters=tuple(adapters),
     )
+
+
+def _relative(config: Path, value: str) -> Path:
+    """A path from gateway.toml: relative paths are relative to the file."""
+    p = Path(value)
+    return p if p.is_absolute() else config.parent / p
 
 
 def _tables(data: dict[str, Any], name: str) -> list[dict[str, Any]]:

@@ -7,8 +7,14 @@ A request is accepted when:
    `window` seconds of the gateway's clock, either way;
 3. its nonce (`SignatureNonce`, or `x-acs-signature-nonce`) has not been seen
    for that key while the timestamp could still be accepted;
-4. the key's policy allows the action: `read-only` allows only List*,
-   Describe*, Query* and Export*.
+4. the key's policy allows the action. `read-only` is the seed's
+   AliyunVoicebotReadOnlyAccess (§5) read as RAM reads it: `voicebot:List*`
+   and `voicebot:Describe*` are wildcards, while `voicebot:Query` and
+   `voicebot:Export` carry none and so match only actions named exactly
+   `Query` or `Export`, of which there are none. A read-only key can list
+   and describe everything (ListConversations, DescribeStatisticalData,
+   DescribeExportProgress ...) but cannot run QueryConversations or start an
+   export (docs/api.md).
 
 The nonce cache is bounded. When it is full, the oldest nonces are forgotten
 and every timestamp at or before the newest forgotten one is refused as
@@ -32,7 +38,8 @@ from gateway import errors
 from gateway.net import signing
 
 Policy = Literal["full", "read-only"]
-READ_ONLY_PREFIXES = ("List", "Describe", "Query", "Export")
+READ_ONLY_PREFIXES = ("List", "Describe")
+READ_ONLY_EXACT = frozenset(("Query", "Export"))
 
 _TIMESTAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?Z")
 
@@ -62,7 +69,7 @@ def parse_timestamp(value: str) -> float:
 
 
 def allowed(policy: Policy, action: str) -> bool:
-    return policy == "full" or action.startswith(READ_ONLY_PREFIXES)
+    return policy == "full" or action.startswith(READ_ONLY_PREFIXES) or action in READ_ONLY_EXACT
 
 
 def _mismatch(string_to_sign: str) -> errors.SignatureDoesNotMatch:

@@ -1,8 +1,10 @@
 """Management actions of the RPC API that change an instance at run time.
 
-Each handler takes the decoded parameters and the caller's access key and
-returns the response fields besides RequestId. Handlers are synchronous:
-they swap immutable values in memory, so live conversations keep the
+Each handler takes the decoded parameters and the `Request` (the caller's
+access key, the base URL links are made with) and returns the response
+fields besides RequestId, or an awaitable of them (handlers that write the
+store await the writer thread; those that read await the store's readers).
+Changes swap immutable values in memory, so live conversations keep the
 instance they began with.
 
 AssociateChatbotInstance (seed §8.1) binds an instance to a bot configured in
@@ -13,16 +15,36 @@ gateway.toml (`[[bots]]`): ChatbotInstanceId is the bot's `name`; the name
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from gateway import errors
 from gateway.api.actions import MAX_ID_CHARS, Params, optional, required
 from gateway.api.auth import AccessKey
+from gateway.api.links import Links
 from gateway.dialogue.bot import AsyncBot
 from gateway.store.instances import InstanceRegistry
+from gateway.store.store import Store
 
-Handler = Callable[[Params, AccessKey | None], dict[str, Any]]
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Who calls a management action, and where the gateway is reached."""
+
+    key: AccessKey | None
+    # `http://host:port` as the caller reached the gateway (its Host header),
+    # or `[server] public_url`: links in answers start with it.
+    base_url: str = "http://127.0.0.1"
+
+    @property
+    def user(self) -> str:
+        """ModifyUserName: the access key's `user` (auth off: "anonymous")."""
+        return self.key.user if self.key is not None else "anonymous"
+
+
+Fields = dict[str, Any]
+Handler = Callable[[Params, Request], Fields | Awaitable[Fields]]
 EMBEDDED = "rules"
 
 
@@ -33,14 +55,23 @@ class ChatbotNotFound(errors.GatewayError):
 
 
 class ManagementApi:
-    def __init__(self, instances: InstanceRegistry, bots: Mapping[str, AsyncBot]) -> None:
+    def __init__(
+        self,
+        instances: InstanceRegistry,
+        bots: Mapping[str, AsyncBot],
+        store: Store | None = None,
+        links: Links | None = None,
+    ) -> None:
         self.instances = instances
         self.bots = bots
+        # None: [store] enabled = false; the actions that need it answer StoreDisabled.
+        self.store = store
+        self.links = links
         self.actions: dict[str, Handler] = {
             "AssociateChatbotInstance": self.associate_chatbot_instance,
         }
 
-    def associate_chatbot_instance(self, params: Params, key: AccessKey | None) -> dict[str, Any]:
+    def associate_chatbot_instance(self, params: Params, request: Request) -> Fields:
         instance_id = required(params, "InstanceId", MAX_ID_CHARS)
         name = required(params, "ChatbotInstanceId", MAX_ID_CHARS)
         optional(params, "ChatbotName", MAX_ID_CHARS)

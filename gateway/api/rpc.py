@@ -20,6 +20,7 @@ Rules of this file:
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
@@ -28,7 +29,7 @@ from gateway import errors
 from gateway.api import formats, query
 from gateway.api.actions import DIALOGUE_ACTIONS, MAX_ID_CHARS, required
 from gateway.api.auth import AccessKey, Authenticator
-from gateway.api.manage import Handler
+from gateway.api.manage import Handler, Request
 from gateway.asgi import Receive, Scope, Send, respond
 from gateway.calls.idempotency import KeyReused, TurnCache
 from gateway.calls.monitor import Monitor
@@ -49,6 +50,9 @@ Service = Callable[[str, str, Operation, bool], Awaitable[Done | None]]
 # The same, answering at once when it can: a step, None, or an awaitable of them.
 SyncService = Callable[[str, str, Operation, bool], Done | Awaitable[Done | None] | None]
 
+# A Host header fit to put in a link: a name or address and an optional port.
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](?::[0-9]{1,5})?")
+
 # Headers the API reads when the request is not ACS3-signed.
 _USED_HEADERS = {
     name.encode(): name
@@ -58,6 +62,7 @@ _USED_HEADERS = {
         "transfer-encoding",
         "x-acs-action",
         "x-acs-version",
+        "host",
     )
 }
 
@@ -105,8 +110,10 @@ class RpcApi:
         turns: TurnCache | None = None,
         management: Mapping[str, Handler] | None = None,
         monitor: Monitor | None = None,
+        public_url: str = "",
     ) -> None:
         self.service = service
+        self.public_url = public_url.rstrip("/")
         self.monitor = Monitor() if monitor is None else monitor
         # A service that answers without I/O (the local navigator) also gives
         # its synchronous entry point: then nothing on the turn path is awaited.
@@ -213,7 +220,8 @@ class RpcApi:
                     raise errors.InvalidAction()
                 if replayed is not None:
                     raise replayed
-                fields = handler(params, key)
+                answer = handler(params, Request(key, self._base_url(scope, headers)))
+                fields = answer if isinstance(answer, dict) else await answer
                 log.info("managed", extra={"fields": {"request_id": request_id, "action": action}})
                 content_type, payload = formats.render(
                     fmt, action, {"RequestId": request_id, **fields}
@@ -317,6 +325,17 @@ class RpcApi:
         if result is None or type(result) is Done:
             return result
         return await cast(Awaitable[Done | None], result)
+
+    def _base_url(self, scope: Scope, headers: Mapping[str, str]) -> str:
+        """Where the caller reached the gateway: `[server] public_url`, else
+        the Host header when it is a plain host[:port], else the socket's address."""
+        if self.public_url:
+            return self.public_url
+        host = headers.get("host", "")
+        if not _HOST.fullmatch(host):
+            server = scope.get("server") or ("127.0.0.1", 80)
+            host = f"{server[0]}:{server[1]}"
+        return f"{scope.get('scheme', 'http')}://{host}"
 
     @staticmethod
     def _canonical(scope: Scope, form: bytes) -> str:

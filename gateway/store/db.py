@@ -140,8 +140,22 @@ V1 = (
     "CREATE INDEX export_tasks_by_status ON export_tasks (Status, CreateTime)",
 )
 
+# -- schema version 2 ---------------------------------------------------------
+
+# `meta`: the store's own facts (when the instance files were seeded, the
+# secret of signed download links). The conversation counters the statistics
+# need beyond the seed's fields (docs/statistics.md): caller inputs the bot
+# did not understand, silence timeouts, and the navigator's outcome of the
+# last reply ("answer", "complaint", "unrecognized_final" ...).
+V2 = (
+    "CREATE TABLE meta (Key TEXT PRIMARY KEY, Value TEXT NOT NULL)",
+    "ALTER TABLE conversations ADD COLUMN UnrecognizedCount INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE conversations ADD COLUMN SilenceTimeoutCount INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE conversations ADD COLUMN LastOutcome TEXT NOT NULL DEFAULT ''",
+)
+
 # MIGRATIONS[n] takes the database from user_version n to n + 1.
-MIGRATIONS: tuple[Migration, ...] = (V1,)
+MIGRATIONS: tuple[Migration, ...] = (V1, V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

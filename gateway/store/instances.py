@@ -8,7 +8,7 @@ with. `parse_instance` validates one instance file's table.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gateway.bots.rules import build_rules_bot
@@ -38,6 +38,10 @@ class Instance:
     # as `remote_instance_id` there.
     remote: str = ""
     remote_instance_id: str = ""
+    # The table the instance was built from (an instance file's, or the
+    # stored document, gateway.store.catalog): a change is an edit of this
+    # document parsed again, so one validation covers files and the API.
+    document: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
         return (
@@ -69,6 +73,7 @@ def parse_instance(data: Mapping[str, Any]) -> Instance:
         chatbot=r.text("Chatbot", "", max_len=64),
         remote=remote_name,
         remote_instance_id=remote.text("instance", instance_id, max_len=128),
+        document=data,
     )
 
 
@@ -83,6 +88,10 @@ class InstanceRegistry:
 
     def put(self, instance: Instance) -> None:
         self._by_id[instance.instance_id] = instance
+
+    def remove(self, instance_id: str) -> Instance | None:
+        """Forget an instance; conversations already begun keep their own reference."""
+        return self._by_id.pop(instance_id, None)
 
     def __iter__(self) -> Any:
         return iter(self._by_id.values())

@@ -54,15 +54,19 @@ ON CONFLICT (InstanceId, ConversationId, SequenceId, Speaker) DO NOTHING
 _ENDED = """
 INSERT INTO conversations
     (InstanceId, ConversationId, BeginTime, EndTime, UserUtteranceCount,
-     EffectiveAnswerCount, TransferredToAgent, SkillGroupId, HangupCause)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+     EffectiveAnswerCount, TransferredToAgent, SkillGroupId, HangupCause,
+     UnrecognizedCount, SilenceTimeoutCount, LastOutcome)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (InstanceId, ConversationId) DO UPDATE SET
     EndTime = excluded.EndTime,
     UserUtteranceCount = excluded.UserUtteranceCount,
     EffectiveAnswerCount = excluded.EffectiveAnswerCount,
     TransferredToAgent = excluded.TransferredToAgent,
     SkillGroupId = excluded.SkillGroupId,
-    HangupCause = excluded.HangupCause
+    HangupCause = excluded.HangupCause,
+    UnrecognizedCount = excluded.UnrecognizedCount,
+    SilenceTimeoutCount = excluded.SilenceTimeoutCount,
+    LastOutcome = excluded.LastOutcome
 """
 
 _RECORDING = """
@@ -149,6 +153,11 @@ class ConversationEnded(NamedTuple):
     # Why it ended: the switch's cause ("NORMAL_CLEARING"), or the gateway's
     # ("EndDialogue", "HangUp", "TransferToAgent", "Expired" ...).
     hangup_cause: str = ""
+    # Caller inputs the bot did not understand, silence timeouts, and the
+    # navigator's outcome of the last reply (docs/statistics.md).
+    unrecognized_count: int = 0
+    silence_timeout_count: int = 0
+    last_outcome: str = ""
 
     def apply(self, db: sqlite3.Connection) -> None:
         db.execute(
@@ -163,6 +172,9 @@ class ConversationEnded(NamedTuple):
                 int(self.transferred_to_agent),
                 self.skill_group_id,
                 self.hangup_cause,
+                self.unrecognized_count,
+                self.silence_timeout_count,
+                self.last_outcome,
             ),
         )
 

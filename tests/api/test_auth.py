@@ -17,8 +17,12 @@ def test_parse_timestamp_accepts_sdk_formats_only() -> None:
 def test_read_only_policy_allows_reads_only() -> None:
     assert allowed("read-only", "DescribeNavigationConfig")
     assert allowed("read-only", "ListInstances")
-    assert allowed("read-only", "QueryConversations")
-    assert allowed("read-only", "ExportStatisticalData")
+    assert allowed("read-only", "DescribeExportProgress")
+    # The seed's policy names voicebot:Query and voicebot:Export without a
+    # wildcard: RAM matches them exactly, and no action has those names.
+    assert not allowed("read-only", "QueryConversations")
+    assert not allowed("read-only", "ExportStatisticalData")
+    assert not allowed("read-only", "ModifyGreetingConfig")
     assert not allowed("read-only", "BeginDialogue")
     assert allowed("full", "BeginDialogue")
 

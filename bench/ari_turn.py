@@ -22,7 +22,6 @@ import statistics
 import tempfile
 import threading
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -39,33 +38,12 @@ APP = "ivrgw"
 def _gateway(servers: Servers, tmp: Path, ari_port: int) -> Any:
     port = free_port()
     config = gwconfig.write(tmp / "gw", port=port, auth=True)
-    with config.open("rb") as f:
-        data = tomllib.load(f)
-    data["adapters"] = {
-        "freeswitch": {
-            "enabled": True,
-            "username": USER,
-            "password": PASSWORD,
-            "default_instance": "demo",
-        },
-        "asterisk": {
-            "enabled": True,
-            "url": f"http://127.0.0.1:{ari_port}",
-            "username": USER,
-            "password": PASSWORD,
-            "app": APP,
-            "default_instance": "demo",
-            "media_url": f"http://127.0.0.1:{port}/media/",
-            "tts_cache_dir": str(tmp / "tts"),
-            "inter_digit_ms": 2000,
-        },
+    adapters = {
+        "freeswitch": gwconfig.freeswitch_adapter(USER, PASSWORD),
+        "asterisk": gwconfig.asterisk_adapter(ari_port, USER, PASSWORD, APP, port, tmp / "tts"),
     }
-    config.write_text(gwconfig.dumps(data), encoding="utf-8")
-    server = servers.start(
-        "gateway", ["-m", "gateway", "serve", "--config", str(config), "--port", str(port)], port
-    )
-    server.wait_ready("/healthz")
-    return server
+    gwconfig.update(config, {"adapters": adapters})
+    return servers.gateway("gateway", config, port, ready="/healthz")
 
 
 def _ari_round(fake: FakeAsterisk, calls: int, seconds: float) -> tuple[int, list[float], float]:

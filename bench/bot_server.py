@@ -2,7 +2,9 @@
 
 uvloop + httptools, keep-alive, nothing else, so that what is measured in
 front of it (the gateway's webhook path, or nginx proxying) is not the bot.
-Run as `python -m bench.bot_server PORT`.
+Run as `python -m bench.bot_server PORT [BODY_FILE]`: with a file, it answers
+with that file's bytes instead, which makes it the raw floor server (the
+least any HTTP server on uvloop can do per request).
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import httptools
 import uvloop
 
 ANSWER = b'{"answer":"Your balance is 100 yuan.","expects_input":true}'
-RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-    + str(len(ANSWER)).encode()
-    + b"\r\n\r\n"
-    + ANSWER
-)
+
+
+def response(body: bytes) -> bytes:
+    """A keep-alive 200 carrying `body` as JSON."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+    return head + str(len(body)).encode() + b"\r\n\r\n" + body
+
+
+RESPONSE = response(ANSWER)
 
 
 class _Bot(asyncio.Protocol):
@@ -50,6 +55,10 @@ async def serve(port: int) -> None:
 
 
 def main() -> None:
+    global RESPONSE
+    if len(sys.argv) > 2:
+        with open(sys.argv[2], "rb") as f:
+            RESPONSE = response(f.read())
     uvloop.run(serve(int(sys.argv[1])))
 
 

@@ -19,6 +19,8 @@ SOURCE_CONFIG = ROOT / "config" / "gateway.toml"
 SOURCE_INSTANCE = ROOT / "config" / "instances" / "demo.toml"
 DEMO_KEY = {"id": "demo-key", "secret": "demo-secret", "policy": "full", "user": "demo"}
 MAX_CONCURRENCY = 100_000
+BEARER = "bench-bearer-token-0123456789"  # the webhook's and the websocket's token
+BOT_SECRET = "bench-webhook-secret-0123456789"
 
 _CONCURRENCY = re.compile(r"^Concurrency\s*=.*$", re.MULTILINE)
 
@@ -85,3 +87,75 @@ def write(directory: Path, *, port: int, auth: bool) -> Path:
     path = directory / "gateway.toml"
     path.write_text(dumps(data), encoding="utf-8")
     return path
+
+
+def update(path: Path, tables: dict[str, Any]) -> None:
+    """Replace top-level tables of the config at `path` (e.g. `adapters`, `bots`)."""
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    data.update(tables)
+    path.write_text(dumps(data), encoding="utf-8")
+
+
+def add_bot_instance(config: Path, instance: str, bot: str) -> None:
+    """A copy of the demo instance, named `instance`, answered by the bot named `bot`."""
+    instances = config.parent / "instances"
+    text, n = re.subn(
+        r'^InstanceId = "demo"$',
+        f'InstanceId = "{instance}"\nChatbot = "{bot}"',
+        (instances / "demo.toml").read_text(encoding="utf-8"),
+        count=1,
+        flags=re.M,
+    )
+    if n != 1:
+        raise RuntimeError("no InstanceId line in the demo instance")
+    (instances / f"{instance}.toml").write_text(text, encoding="utf-8")
+
+
+def webhook_bot(url: str, name: str = "bench") -> dict[str, Any]:
+    """A `[[bots]]` entry: the benchmark bot, asked as a webhook bot."""
+    return {"name": name, "kind": "webhook", "url": url, "secret": BOT_SECRET}
+
+
+def freeswitch_adapter(user: str, password: str) -> dict[str, Any]:
+    return {"enabled": True, "username": user, "password": password, "default_instance": "demo"}
+
+
+def websocket_adapter() -> dict[str, Any]:
+    # The default rate (1,000 frames/s per socket) would cap a benchmark socket.
+    return {
+        "enabled": True,
+        "tokens": [BEARER],
+        "default_instance": "demo",
+        "rate": 1_000_000,
+        "burst": 1_000_000,
+    }
+
+
+def webhook_adapter() -> dict[str, Any]:
+    return {"enabled": True, "tokens": [BEARER], "default_instance": "demo"}
+
+
+def asterisk_adapter(
+    ari_port: int, user: str, password: str, app: str, gateway_port: int, tts_dir: Path
+) -> dict[str, Any]:
+    return {
+        "enabled": True,
+        "url": f"http://127.0.0.1:{ari_port}",
+        "username": user,
+        "password": password,
+        "app": app,
+        "default_instance": "demo",
+        "media_url": f"http://127.0.0.1:{gateway_port}/media/",
+        "tts_cache_dir": str(tts_dir),
+        "inter_digit_ms": 2000,
+    }
+
+
+def store_enabled(config: Path) -> bool | None:
+    """`[store] enabled` as the gateway will read it (None: this gateway has no store)."""
+    from gateway.settings import load_settings
+
+    settings = load_settings(config)
+    store = getattr(settings, "store", None)
+    return None if store is None else bool(store.enabled)

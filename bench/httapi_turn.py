@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import tempfile
-import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -75,24 +74,9 @@ def turn_request(port: int, session: str, turn: int) -> bytes:
 def _gateway(servers: Servers, tmp: Path) -> Server:
     port = free_port()
     config = gwconfig.write(tmp / "gw", port=port, auth=True)
-    with config.open("rb") as f:
-        data = tomllib.load(f)
-    data["adapters"] = {
-        "freeswitch": {
-            "enabled": True,
-            "username": USER,
-            "password": PASSWORD,
-            "default_instance": "demo",
-        }
-    }
-    config.write_text(gwconfig.dumps(data), encoding="utf-8")
-    server = servers.start(
-        "gateway-httapi",
-        ["-m", "gateway", "serve", "--config", str(config), "--port", str(port)],
-        port,
-    )
-    server.wait_ready("/readyz")
-    return server
+    adapter = gwconfig.freeswitch_adapter(USER, PASSWORD)
+    gwconfig.update(config, {"adapters": {"freeswitch": adapter}})
+    return servers.gateway("gateway-httapi", config, port)
 
 
 def run(duration: float, connections: int, rounds: int = 7, log: Any = print) -> dict[str, Any]:

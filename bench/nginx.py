@@ -136,6 +136,26 @@ http {{
 """
 
 
+def keepalive_proxy(upstream_port: int, keepalive: int) -> tuple[str, str]:
+    """(http_body, server_body) proxying every request to 127.0.0.1:`upstream_port`.
+
+    Keep-alive without a request limit on both sides, as the gateway's pool does.
+    """
+    http_body = (
+        f"    upstream bot {{ server 127.0.0.1:{upstream_port}; keepalive {keepalive};"
+        " keepalive_requests 100000000; }\n"
+        "    keepalive_requests 100000000;\n"
+    )
+    server_body = (
+        "        location / {\n"
+        "            proxy_pass http://bot;\n"
+        "            proxy_http_version 1.1;\n"
+        '            proxy_set_header Connection "";\n'
+        "        }\n"
+    )
+    return http_body, server_body
+
+
 @contextmanager
 def run_nginx(
     server_body: str,

@@ -103,9 +103,15 @@ class Servers:
         self.started: list[Server] = []
 
     def start(
-        self, name: str, args: list[str], port: int, env: dict[str, str] | None = None
+        self,
+        name: str,
+        args: list[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        cpu: int = SERVER_CPU,
     ) -> Server:
-        prefix = ["taskset", "-c", str(SERVER_CPU)] if self.pin else []
+        """Start `python <args>`, pinned to `cpu` when pinning."""
+        prefix = ["taskset", "-c", str(cpu)] if self.pin else []
         log = self.logdir / f"{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
@@ -118,6 +124,13 @@ class Servers:
             )
         server = Server(name, proc, port, log)
         self.started.append(server)
+        return server
+
+    def gateway(self, name: str, config: Path, port: int, ready: str = "/readyz") -> Server:
+        """`python -m gateway serve` with this config, once `ready` answers 200."""
+        args = ["-m", "gateway", "serve", "--config", str(config), "--port", str(port)]
+        server = self.start(name, args, port)
+        server.wait_ready(ready)
         return server
 
     def __enter__(self) -> Servers:

@@ -133,10 +133,7 @@ def capture_body(server: Server, signer: Signer) -> bytes:
 def _gateway(servers: Servers, tmp: Path, name: str, auth: bool) -> Server:
     port = free_port()
     config = gwconfig.write(tmp / name, port=port, auth=auth)
-    args = ["-m", "gateway", "serve", "--config", str(config), "--port", str(port)]
-    server = servers.start(name, args, port)
-    server.wait_ready("/readyz")
-    return server
+    return servers.gateway(name, config, port)
 
 
 def _summary(stats: RunStats) -> dict[str, Any]:

@@ -16,21 +16,19 @@ turn. The bot and the load generator share the other core.
 
 from __future__ import annotations
 
-import re
 import tempfile
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from bench import gwconfig
 from bench.loadgen import fetch, run_load
-from bench.nginx import ensure_nginx, run_nginx
+from bench.nginx import ensure_nginx, keepalive_proxy, run_nginx
 from bench.procs import LOADGEN_CPU, SERVER_CPU, Server, Servers, can_pin, cpu_seconds, free_port
 from bench.rpc_turn import HOST, Signer, _median, _summary, begin_all, conversation, turn_params
 
 SERVERS = ("nginx", "gateway-webhook", "gateway-navigator", "gateway-fallback")
 SLICE_WARMUP = 1.0
-BOT_SECRET = "bench-webhook-secret-0123456789"
+BOT_SECRET = gwconfig.BOT_SECRET
 
 
 def _gateway(
@@ -39,26 +37,9 @@ def _gateway(
     port = free_port()
     config = gwconfig.write(tmp / name, port=port, auth=False)
     if bot_url is not None:
-        with config.open("rb") as f:
-            data = tomllib.load(f)
-        data["breaker"] = breaker
-        data["bots"] = [{"name": "bench", "kind": "webhook", "url": bot_url, "secret": BOT_SECRET}]
-        config.write_text(gwconfig.dumps(data), encoding="utf-8")
-        demo = tmp / name / "instances" / "demo.toml"
-        text, n = re.subn(
-            r'^InstanceId = "demo"$',
-            'InstanceId = "demo"\nChatbot = "bench"',
-            demo.read_text(encoding="utf-8"),
-            count=1,
-            flags=re.M,
-        )
-        assert n == 1
-        demo.write_text(text, encoding="utf-8")
-    server = servers.start(
-        name, ["-m", "gateway", "serve", "--config", str(config), "--port", str(port)], port
-    )
-    server.wait_ready("/readyz")
-    return server
+        gwconfig.update(config, {"breaker": breaker, "bots": [gwconfig.webhook_bot(bot_url)]})
+        gwconfig.add_bot_instance(config, "demo", "bench")
+    return servers.gateway(name, config, port)
 
 
 def _check(port: int, request: bytes, expect: str) -> bytes:
@@ -81,13 +62,8 @@ def run(duration: float, connections: int, rounds: int = 5, log: Any = print) ->
         tmp = Path(tmpdir)
         bot_port = free_port()
         # The bot shares the generator's core: it serves nginx and the gateway alike.
-        bot = servers.start("bot", ["-m", "bench.bot_server", str(bot_port)], bot_port)
-        if pin:
-            import subprocess
-
-            subprocess.run(
-                ["taskset", "-pc", str(LOADGEN_CPU), str(bot.pid)], check=True, capture_output=True
-            )
+        bot_args = ["-m", "bench.bot_server", str(bot_port)]
+        bot = servers.start("bot", bot_args, bot_port, cpu=LOADGEN_CPU)
         bot.wait_ready("/")
         bot_url = f"http://127.0.0.1:{bot_port}/bot"
         webhook = _gateway(servers, tmp, "gateway-webhook", bot_url, {"failures": 1000})
@@ -97,19 +73,7 @@ def run(duration: float, connections: int, rounds: int = 5, log: Any = print) ->
             servers, tmp, "gateway-fallback", dead, {"failures": 1, "reset_ms": 3_600_000}
         )
         nginx_port = free_port()
-        # Keep-alive without a request limit on both sides, as the gateway's pool does.
-        http_body = (
-            f"    upstream bot {{ server 127.0.0.1:{bot_port}; keepalive {connections};"
-            " keepalive_requests 100000000; }\n"
-            "    keepalive_requests 100000000;\n"
-        )
-        server_body = (
-            "        location / {\n"
-            "            proxy_pass http://bot;\n"
-            "            proxy_http_version 1.1;\n"
-            '            proxy_set_header Connection "";\n'
-            "        }\n"
-        )
+        http_body, server_body = keepalive_proxy(bot_port, connections)
         with run_nginx(
             server_body,
             http_body=http_body,

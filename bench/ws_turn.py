@@ -28,7 +28,6 @@ import os
 import resource
 import tempfile
 import time
-import tomllib
 from array import array
 from pathlib import Path
 from typing import Any, cast
@@ -51,7 +50,7 @@ from bench.rpc_turn import (
     turn_params,
 )
 
-TOKEN = "bench-websocket-token-0123456789"
+TOKEN = gwconfig.BEARER
 WARMUP = 1.0
 DRAIN_TIMEOUT = 5.0
 _ACTION = b'{"type":"action","call_id":"'
@@ -75,6 +74,31 @@ def handshake(port: int) -> bytes:
         "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ivrgw.v1\r\n"
         f"Authorization: Bearer {TOKEN}\r\n\r\n"
     ).encode()
+
+
+def split_frames(buf: bytearray, pos: int = 0) -> list[bytes]:
+    """The payloads of the whole server frames in `buf` from `pos`; removes what it read."""
+    out: list[bytes] = []
+    size = len(buf)
+    while size - pos >= 2:
+        n = buf[pos + 1]
+        start = pos + 2
+        if n == 126:
+            if size - pos < 4:
+                break
+            n = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+            start = pos + 4
+        elif n == 127:
+            if size - pos < 10:
+                break
+            n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+            start = pos + 10
+        if size < start + n:
+            break
+        out.append(bytes(buf[start : start + n]))
+        pos = start + n
+    del buf[:pos]
+    return out
 
 
 class _Socket(asyncio.Protocol):
@@ -137,25 +161,8 @@ class _Socket(asyncio.Protocol):
             pos = end + 4
             self.opened.set_result(None)
         out: list[bytes] = []
-        size = len(buf)
-        while size - pos >= 2:
-            n = buf[pos + 1]
-            start = pos + 2
-            if n == 126:
-                if size - pos < 4:
-                    break
-                n = int.from_bytes(buf[pos + 2 : pos + 4], "big")
-                start = pos + 4
-            elif n == 127:
-                if size - pos < 10:
-                    break
-                n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                start = pos + 10
-            if size < start + n:
-                break
-            self.answer(bytes(buf[start : start + n]), out)
-            pos = start + n
-        del buf[:pos]
+        for payload in split_frames(buf, pos):
+            self.answer(payload, out)
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
 
@@ -236,24 +243,8 @@ def _gateway(servers: Servers, tmp: Path, auth: bool) -> Server:
     port = free_port()
     name = f"gateway-auth-{'on' if auth else 'off'}"
     config = gwconfig.write(tmp / name, port=port, auth=auth)
-    with config.open("rb") as f:
-        data = tomllib.load(f)
-    data["adapters"] = {
-        "websocket": {
-            "enabled": True,
-            "tokens": [TOKEN],
-            "default_instance": "demo",
-            # The default (1,000 frames/s per socket) would cap this one socket.
-            "rate": 1_000_000,
-            "burst": 1_000_000,
-        }
-    }
-    config.write_text(gwconfig.dumps(data), encoding="utf-8")
-    server = servers.start(
-        name, ["-m", "gateway", "serve", "--config", str(config), "--port", str(port)], port
-    )
-    server.wait_ready("/readyz")
-    return server
+    gwconfig.update(config, {"adapters": {"websocket": gwconfig.websocket_adapter()}})
+    return servers.gateway(name, config, port)
 
 
 def run(

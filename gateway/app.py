@@ -20,6 +20,7 @@ import orjson
 from gateway.api.auth import Authenticator
 from gateway.api.links import PREFIX as LINKS_PREFIX
 from gateway.api.links import Links
+from gateway.api.manage import Context as ManageContext
 from gateway.api.manage import ManagementApi
 from gateway.api.monitor import MonitorRoute, not_found
 from gateway.api.rpc import RpcApi
@@ -118,7 +119,9 @@ class Gateway:
             registry.register(OutboxCollector(self.outbox))
         if self.store is not None:
             registry.register(StoreCollector(self.store.writer))
-        self.management = ManagementApi(self.instances, self.bots, self.store, self.links)
+        self.management = ManagementApi(
+            ManageContext(self.instances, self.bots, self.store, self.links, settings)
+        )
         # One turn cache for every front door; the bridge namespaces its keys by front.
         self.turns = TurnCache(settings.idempotent_turns)
         self.monitor = Monitor()

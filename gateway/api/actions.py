@@ -139,3 +139,33 @@ DIALOGUE_ACTIONS: Mapping[str, DialogueAction] = {
     "DebugDialogue": DialogueAction("Dialogue", _dialogue, debug=True),
     "DebugCollectedNumber": DialogueAction("CollectedNumber", _collected, debug=True),
 }
+
+
+# -- shared by the management actions -------------------------------------------
+
+MAX_PAGE_SIZE = 100
+
+
+def integer(params: Params, name: str, low: int, high: int, default: int | None = None) -> int:
+    """A whole-number parameter within [low, high]; absent uses `default`
+    (None: the parameter is required). Out of range or not a number is
+    InvalidParameter naming the parameter."""
+    raw = params.get(name)
+    if raw is None or not raw.strip():
+        if default is None:
+            raise errors.MissingParameter(name)
+        return default
+    text = raw.strip()
+    if not text.lstrip("-").isdigit() or len(text) > 19:
+        raise errors.InvalidParameter.named(name, "must be a whole number")
+    value = int(text)
+    if not low <= value <= high:
+        raise errors.InvalidParameter.named(name, f"must be between {low} and {high}")
+    return value
+
+
+def page(params: Params) -> tuple[int, int]:
+    """PageNumber (>= 1) and PageSize (1-100), both required as the seed has them."""
+    number = integer(params, "PageNumber", 1, 1_000_000_000)
+    size = integer(params, "PageSize", 1, MAX_PAGE_SIZE)
+    return number, size

@@ -1,4 +1,4 @@
-"""Management actions of the RPC API that change an instance at run time.
+"""Management actions of the RPC API: everything besides the dialogue turns.
 
 Each handler takes the decoded parameters and the `Request` (the caller's
 access key, the base URL links are made with) and returns the response
@@ -7,25 +7,30 @@ store await the writer thread; those that read await the store's readers).
 Changes swap immutable values in memory, so live conversations keep the
 instance they began with.
 
-AssociateChatbotInstance (seed §8.1) binds an instance to a bot configured in
-gateway.toml (`[[bots]]`): ChatbotInstanceId is the bot's `name`; the name
-`rules` binds the instance's own embedded rules bot again.
+The actions live in modules listed in `MODULES`, each with an
+`actions(context) -> dict[str, Handler]` function, resolved once at
+start-up: instances and bots (gateway.api.instances), navigation and TTS
+config (gateway.api.navigation), conversations, statistics, exports and
+recordings (gateway.api.conversations ...).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import errors
-from gateway.api.actions import MAX_ID_CHARS, Params, optional, required
+from gateway.api.actions import Params
 from gateway.api.auth import AccessKey
 from gateway.api.links import Links
 from gateway.dialogue.bot import AsyncBot
 from gateway.store.instances import InstanceRegistry
 from gateway.store.store import Store
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,51 +50,39 @@ class Request:
 
 Fields = dict[str, Any]
 Handler = Callable[[Params, Request], Fields | Awaitable[Fields]]
-EMBEDDED = "rules"
 
 
-class ChatbotNotFound(errors.GatewayError):
-    code = "InvalidChatbotInstanceId.NotFound"
-    status = 404
-    default_message = "The specified ChatbotInstanceId is not a configured bot."
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What management actions work on, built once by the gateway."""
+
+    instances: InstanceRegistry
+    bots: Mapping[str, AsyncBot]
+    # None: [store] enabled = false (see `need_store`).
+    store: Store | None
+    links: Links
+    settings: Settings | None = None
+
+    def need_store(self) -> Store:
+        if self.store is None:
+            raise errors.StoreDisabled()
+        return self.store
+
+
+# "module" with an `actions(context)` function, in registration order.
+MODULES: tuple[str, ...] = ("gateway.api.instances",)
 
 
 class ManagementApi:
-    def __init__(
-        self,
-        instances: InstanceRegistry,
-        bots: Mapping[str, AsyncBot],
-        store: Store | None = None,
-        links: Links | None = None,
-    ) -> None:
-        self.instances = instances
-        self.bots = bots
-        # None: [store] enabled = false; the actions that need it answer StoreDisabled.
-        self.store = store
-        self.links = links
-        self.actions: dict[str, Handler] = {
-            "AssociateChatbotInstance": self.associate_chatbot_instance,
-        }
-
-    def associate_chatbot_instance(self, params: Params, request: Request) -> Fields:
-        instance_id = required(params, "InstanceId", MAX_ID_CHARS)
-        name = required(params, "ChatbotInstanceId", MAX_ID_CHARS)
-        optional(params, "ChatbotName", MAX_ID_CHARS)
-        instance = self.instances.get(instance_id)
-        if instance is None:
-            raise errors.InstanceNotFound()
-        if name == EMBEDDED:
-            bot = None
-            name = ""
-        else:
-            bot = self.bots.get(name)
-            if bot is None:
-                raise ChatbotNotFound(
-                    f"No bot named {name!r} is configured; configured: "
-                    f"{', '.join(sorted(self.bots)) or 'none'} (or {EMBEDDED!r})."
-                )
-        self.instances.put(dataclasses.replace(instance, chatbot=name, async_bot=bot))
-        return {}
+    def __init__(self, context: Context, modules: tuple[str, ...] = MODULES) -> None:
+        self.context = context
+        self.actions: dict[str, Handler] = {}
+        for name in modules:
+            made: dict[str, Handler] = importlib.import_module(name).actions(context)
+            taken = self.actions.keys() & made.keys()
+            if taken:
+                raise RuntimeError(f"{name} registers actions already taken: {sorted(taken)}")
+            self.actions.update(made)
 
     def __repr__(self) -> str:
         return f"ManagementApi(actions={sorted(self.actions)})"

@@ -43,6 +43,7 @@ from gateway.settings import Settings
 from gateway.store.db import StoreError
 from gateway.store.instances import Instance, InstanceRegistry, parse_instance
 from gateway.store.outbox import Outbox, OutboxCollector
+from gateway.store.recorder import Recorder
 from gateway.store.sessions import SessionStore
 from gateway.store.store import Store
 from gateway.store.writer import StoreCollector
@@ -125,8 +126,16 @@ class Gateway:
         # One turn cache for every front door; the bridge namespaces its keys by front.
         self.turns = TurnCache(settings.idempotent_turns)
         self.monitor = Monitor()
+        self.recorder = (
+            Recorder(self.store.record, settings.idle_timeout) if self.store is not None else None
+        )
         self.bridge = Bridge(
-            self.service.run_sync, self.instances, self.metrics, self.turns, self.monitor
+            self.service.run_sync,
+            self.instances,
+            self.metrics,
+            self.turns,
+            self.monitor,
+            self.recorder,
         )
         self.authenticator = (
             Authenticator(
@@ -147,6 +156,7 @@ class Gateway:
             management=self.management.actions,
             monitor=self.monitor,
             public_url=settings.public_url,
+            recorder=self.recorder,
         )
         self.ready = False
         self.routes: dict[str, ASGIApp] = {
@@ -211,6 +221,8 @@ class Gateway:
             self.live,
             self.authenticator,
             self.monitor,
+            self.recorder,
+            self.links,
         )
         for name, table in self.settings.adapters:
             where = f"adapters.{name}"
@@ -283,6 +295,9 @@ class Gateway:
         while True:
             await asyncio.sleep(self.settings.sweep_interval)
             expired = self.service.expire()
+            if self.recorder is not None:
+                # Conversations with no turn for idle_timeout end in the records too.
+                expired = max(expired, self.recorder.expire())
             if expired:
                 log.info("expired idle conversations", extra={"fields": {"count": expired}})
 

@@ -117,9 +117,14 @@ def _silence(p: Params) -> Operation:
     return SilenceTimeout(variables=context(p, "InitialContext"))
 
 
+# HangUpParams keys that name why the call ended, first found wins.
+_CAUSE_KEYS = ("hangUpCause", "HangUpCause", "cause", "hangUpDirection")
+
+
 def _end(p: Params) -> Operation:
-    context(p, "HangUpParams")  # validated; the hangup cause is recorded later
-    return EndDialogue()
+    params = context(p, "HangUpParams")
+    cause = next((params[k] for k in _CAUSE_KEYS if params.get(k)), "")
+    return EndDialogue(cause[:MAX_NUMBER_CHARS]) if cause else EndDialogue()
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from gateway.asgi import Receive, Scope, Send, respond
 
 PREFIX = "/files/"
 CHUNK = 256 * 1024
+MAX_SEGMENTS = 3
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _TYPES = {
     ".csv": b"text/csv; charset=utf-8",
@@ -67,11 +68,26 @@ class Links:
         self.roots = dict(roots)
         self.clock = clock
 
+    def add_root(self, kind: str, directory: Path) -> None:
+        """Serve files under `directory` as `kind` (an adapter's recordings)."""
+        if _NAME.fullmatch(kind) is None or kind in self.roots:
+            raise ValueError(f"link kind {kind!r} is not a name or is taken")
+        self.roots[kind] = directory
+
     def path_of(self, kind: str, name: str) -> Path:
-        """Where a file of `kind` named `name` lives; ValueError for an unsafe name."""
-        if kind not in self.roots or _NAME.fullmatch(name) is None:
+        """Where a file of `kind` named `name` lives; ValueError for an unsafe name.
+
+        A name is up to three `/`-separated segments, each starting with a
+        letter or digit (so never `..`) of safe characters only.
+        """
+        parts = name.split("/")
+        if (
+            kind not in self.roots
+            or len(parts) > MAX_SEGMENTS
+            or not all(_NAME.fullmatch(part) for part in parts)
+        ):
             raise ValueError(f"not a servable file: {kind}/{name}")
-        return self.roots[kind] / name
+        return self.roots[kind].joinpath(*parts)
 
     def url(self, base: str, kind: str, name: str, ttl: int | None = None) -> str:
         """An absolute link (`base` is `http://host:port`) valid for `ttl` seconds."""
@@ -117,7 +133,9 @@ class Links:
                 (b"cache-control", b"private, no-store"),
             ]
             if file.suffix == ".csv":
-                headers.append((b"content-disposition", f'attachment; filename="{name}"'.encode()))
+                headers.append(
+                    (b"content-disposition", f'attachment; filename="{file.name}"'.encode())
+                )
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             if scope["method"] == "HEAD":
                 await send({"type": "http.response.body", "body": b""})

@@ -36,6 +36,7 @@ from gateway.calls.monitor import Monitor
 from gateway.dialogue.navigator import Done
 from gateway.dialogue.operations import Operation
 from gateway.metrics import OPERATIONS, Metrics
+from gateway.store.recorder import Recorder
 
 log = logging.getLogger("gateway.rpc")
 
@@ -111,7 +112,10 @@ class RpcApi:
         management: Mapping[str, Handler] | None = None,
         monitor: Monitor | None = None,
         public_url: str = "",
+        recorder: Recorder | None = None,
     ) -> None:
+        # Conversation records (gateway.store.recorder); None: not recorded.
+        self.recorder = recorder
         self.service = service
         self.public_url = public_url.rstrip("/")
         self.monitor = Monitor() if monitor is None else monitor
@@ -232,6 +236,7 @@ class RpcApi:
             instance_id = required(params, "InstanceId", MAX_ID_CHARS)
             conversation_id = required(params, "ConversationId", MAX_ID_CHARS)
             op = spec.build(params)
+            fresh = True  # False: a retried turn answered from the turn cache
             if turn_key is None:
                 result = await self._run(instance_id, conversation_id, op, spec.debug)
             else:
@@ -240,6 +245,7 @@ class RpcApi:
                 except KeyReused:
                     raise replayed or errors.NonceUsed() from None
                 if not first:
+                    fresh = False
                     result = await entry.wait()
                 elif replayed is not None:
                     # The nonce's first use never reached a turn (it was
@@ -271,6 +277,16 @@ class RpcApi:
             return
 
         reply = None if result is None else result.reply
+        if self.recorder is not None and fresh:
+            self.recorder.turn(
+                self.front,
+                instance_id,
+                conversation_id,
+                op,
+                reply,
+                "" if result is None else result.outcome,
+                spec.debug,
+            )
         if reply is None:
             out: dict[str, Any] = {"RequestId": request_id}
         else:

@@ -50,6 +50,7 @@ from gateway.dialogue.operations import (
 )
 from gateway.metrics import Metrics
 from gateway.store.instances import Instance, InstanceRegistry
+from gateway.store.recorder import Recorder
 
 log = logging.getLogger("gateway.bridge")
 
@@ -98,8 +99,11 @@ class Bridge:
         metrics: Metrics,
         turns: TurnCache,
         monitor: Monitor | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.service = service
+        # Conversation records (gateway.store.recorder); None: not recorded.
+        self.recorder = recorder
         self.instances = instances
         self.metrics = metrics
         self.turns = turns
@@ -146,6 +150,17 @@ class Bridge:
             reply = None if done is None else done.reply
             if done is not None and done.outcome == "fallback":
                 outcome = "fallback"
+            if self.recorder is not None:
+                self.recorder.turn(
+                    front,
+                    instance_id,
+                    event.call_id,
+                    op,
+                    reply,
+                    "" if done is None else done.outcome,
+                    False,
+                    event.cause if type(event) is CallEnded else "",
+                )
         except errors.GatewayError as exc:
             reply, outcome = self._failed(event, instance, exc.code)
         except Exception:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from gateway.api.auth import Authenticator
+from gateway.api.links import Links
 from gateway.asgi import ASGIApp
 from gateway.calls.bridge import Bridge
 from gateway.calls.events import CallEvent
@@ -23,6 +24,7 @@ from gateway.dialogue.operations import Reply
 from gateway.metrics import Metrics
 from gateway.net.http import HttpClient
 from gateway.store.instances import InstanceRegistry
+from gateway.store.recorder import Recorder
 
 # A live call that another front door may feed an event to (a recognised
 # utterance for an Asterisk channel, arriving over the JSON webhook). It runs
@@ -51,6 +53,12 @@ class AdapterContext(NamedTuple):
     auth: Authenticator | None
     # The live turn stream (the bridge publishes to it; an adapter may too).
     monitor: Monitor
+    # Conversation records (None: [store] off). An adapter that saves a call's
+    # recording reports it with `recorder.recording(...)`, after registering
+    # its directory with `links.add_root(kind, dir)` so DescribeRecording can
+    # hand out a signed link to it.
+    recorder: Recorder | None
+    links: Links
 
 
 class Mounted(NamedTuple):

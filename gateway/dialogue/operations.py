@@ -55,7 +55,10 @@ class SilenceTimeout(NamedTuple):
 
 
 class EndDialogue(NamedTuple):
-    """No fields: the conversation's key says which dialogue ends."""
+    """The conversation's key says which dialogue ends; `cause` is why, when
+    the caller said (a switch's hangup cause), for the conversation record."""
+
+    cause: str = ""
 
 
 Operation = BeginDialogue | Dialogue | CollectedNumber | SilenceTimeout | EndDialogue

@@ -140,6 +140,57 @@ class Turn(NamedTuple):
         )
 
 
+class Round(NamedTuple):
+    """One round of a conversation, both lines in one write: the customer's
+    input (absent for the greeting: `customer_action` "") and the chatbot's
+    reply (absent when the turn had none: `chatbot_action` "").
+
+    The recorder submits one of these per turn instead of two `Turn`s, so a
+    turn costs the writer queue one append.
+    """
+
+    instance_id: str
+    conversation_id: str
+    sequence_id: int
+    create_time: int
+    customer_utterance: str
+    customer_action: str
+    chatbot_utterance: str
+    chatbot_action: str
+    chatbot_params: str = "{}"
+
+    def apply(self, db: sqlite3.Connection) -> None:
+        db.execute(_PLACEHOLDER, (self.instance_id, self.conversation_id, self.create_time))
+        if self.customer_action:
+            db.execute(
+                _TURN,
+                (
+                    self.instance_id,
+                    self.conversation_id,
+                    self.sequence_id,
+                    CUSTOMER,
+                    self.customer_utterance,
+                    self.customer_action,
+                    "{}",
+                    self.create_time,
+                ),
+            )
+        if self.chatbot_action:
+            db.execute(
+                _TURN,
+                (
+                    self.instance_id,
+                    self.conversation_id,
+                    self.sequence_id,
+                    CHATBOT,
+                    self.chatbot_utterance,
+                    self.chatbot_action,
+                    self.chatbot_params,
+                    self.create_time,
+                ),
+            )
+
+
 class ConversationEnded(NamedTuple):
     """The conversation is over: hung up, transferred, or expired."""
 
@@ -201,4 +252,4 @@ class RecordingSaved(NamedTuple):
         )
 
 
-Record = ConversationBegun | Turn | ConversationEnded | RecordingSaved
+Record = ConversationBegun | Turn | Round | ConversationEnded | RecordingSaved

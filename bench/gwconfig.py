@@ -84,6 +84,12 @@ def write(directory: Path, *, port: int, auth: bool) -> Path:
     data.setdefault("auth", {})["enabled"] = auth
     data["access_keys"] = [dict(DEMO_KEY)]
     data.setdefault("instances", {})["dir"] = str(instances)
+    # Each benchmark gateway has its own database and outbox, in its directory.
+    var = (directory / "var").resolve()
+    data.setdefault("store", {}).update(
+        path=str(var / "gateway.db"), exports_dir=str(var / "exports")
+    )
+    data.setdefault("outbox", {})["path"] = str(var / "outbox.db")
     path = directory / "gateway.toml"
     path.write_text(dumps(data), encoding="utf-8")
     return path

@@ -104,6 +104,20 @@ class ConcurrencyLimitExceeded(GatewayError):
     default_message = "The instance has reached its Concurrency limit of live conversations."
 
 
+class InvalidConcurrency(GatewayError):
+    """CreateInstance or ModifyInstance with a Concurrency outside 1 .. MAX_CONCURRENCY."""
+
+    code = "InvalidConcurrency.LimitExceeded"
+    status = 400
+    default_message = "The specified Concurrency exceeds the upper limit."
+
+
+class InstanceNameDuplicated(GatewayError):
+    code = "InvalidInstanceName.Duplicated"
+    status = 400
+    default_message = "The specified InstanceName already exists."
+
+
 # -- backends (bots, remote navigators) ----------------------------------
 # These never reach a caller as such: a dialogue service answers a failed
 # backend with the instance's fallback. `kind` labels the metrics.
@@ -225,3 +239,18 @@ class ConfigError(Exception):
         self.key = key
         self.problem = problem
         super().__init__(f"{file}: {key}: {problem}")
+
+
+# -- records, statistics and exports (docs/conversations.md) ---------------
+
+
+class RecordingNotFound(GatewayError):
+    code = "InvalidConversationId.NoRecording"
+    status = 404
+    default_message = "The specified conversation has no recording."
+
+
+class ExportTaskNotFound(GatewayError):
+    code = "InvalidExportTaskId.NotFound"
+    status = 404
+    default_message = "The specified ExportTaskId does not exist for this instance."

@@ -14,7 +14,9 @@ Rules of this file:
   caller never waits past the budget.
 - Turns of one conversation run one at a time, in arrival order: a turn
   that arrives while another waits on the bot waits behind it.
-- An instance in remote mode hands every operation to its remote service.
+- An instance in remote mode hands every operation to its remote service;
+  a conversation begun on it stays with that Instance (and its remote)
+  until it ends, even if the instance is modified or deleted meanwhile.
 """
 
 from __future__ import annotations
@@ -74,6 +76,11 @@ class LocalDialogueService:
         # One breaker per network bot, by bot name.
         self.breakers = dict(breakers or {})
         self.remotes = dict(remotes or {})
+        # Remote-mode conversations begun here: the Instance each began with
+        # and when it was last seen, least recently active first. A live one
+        # keeps its instance after a Modify or a Delete, as local ones do;
+        # `expire` forgets the idle ones with the sessions' idle timeout.
+        self._remote_calls: dict[tuple[str, str], tuple[Instance, float]] = {}
 
     def _instance(self, instance_id: str) -> Instance:
         instance = self.instances.get(instance_id)
@@ -87,9 +94,20 @@ class LocalDialogueService:
         now = self.clock()
         key = (instance_id, conversation_id)
         instance = self.instances.get(instance_id)
+        remote_calls = self._remote_calls
+        if remote_calls and not isinstance(op, BeginDialogue):
+            begun = remote_calls.pop(key, None)
+            if begun is not None:
+                if not isinstance(op, EndDialogue):
+                    remote_calls[key] = (begun[0], now)
+                return self.remotes[begun[0].remote].run(begun[0], conversation_id, op, debug)
         if instance is not None and instance.remote:
-            if isinstance(op, BeginDialogue) and instance.status != "Published":
-                raise errors.InstanceDisabled()
+            if isinstance(op, BeginDialogue):
+                if instance.status != "Published":
+                    raise errors.InstanceDisabled()
+                remote_calls.pop(key, None)
+                remote_calls[key] = (instance, now)
+            # Not begun here (before a restart, or unknown): the remote decides.
             return self.remotes[instance.remote].run(instance, conversation_id, op, debug)
 
         if isinstance(op, BeginDialogue):
@@ -229,7 +247,16 @@ class LocalDialogueService:
         return navigator.fallback(cfg, step)
 
     def expire(self) -> int:
-        return len(self.sessions.expire(self.clock()))
+        now = self.clock()
+        deadline = now - self.sessions.idle_timeout
+        stale = []
+        for key, (_, last_seen) in self._remote_calls.items():
+            if last_seen > deadline:
+                break
+            stale.append(key)
+        for key in stale:
+            del self._remote_calls[key]
+        return len(self.sessions.expire(now))
 
     def __repr__(self) -> str:
         return f"LocalDialogueService({self.instances!r}, {self.sessions!r})"

@@ -114,6 +114,19 @@ def load(db: sqlite3.Connection) -> list[StoredInstance]:
     return [document(row) for row in rows]
 
 
+def load_page(db: sqlite3.Connection, offset: int, limit: int) -> tuple[int, list[StoredInstance]]:
+    """The total count and one page of instances, oldest first (CreateTime, then InstanceId).
+
+    Both come from one read transaction, so the count matches the page.
+    """
+    total = int(db.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
+    rows = db.execute(
+        f"SELECT {_COLUMNS} FROM instances ORDER BY CreateTime, InstanceId LIMIT ? OFFSET ?",
+        (limit, offset),
+    )
+    return total, [document(row) for row in rows]
+
+
 def load_one(db: sqlite3.Connection, instance_id: str) -> StoredInstance | None:
     row = db.execute(
         f"SELECT {_COLUMNS} FROM instances WHERE InstanceId = ?", (instance_id,)

@@ -70,7 +70,7 @@ class Context:
 
 
 # "module" with an `actions(context)` function, in registration order.
-MODULES: tuple[str, ...] = ("gateway.api.instances",)
+MODULES: tuple[str, ...] = ("gateway.api.instances", "gateway.api.navigation")
 
 
 class ManagementApi:

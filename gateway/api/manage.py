@@ -70,7 +70,13 @@ class Context:
 
 
 # "module" with an `actions(context)` function, in registration order.
-MODULES: tuple[str, ...] = ("gateway.api.instances", "gateway.api.navigation")
+MODULES: tuple[str, ...] = (
+    "gateway.api.instances",
+    "gateway.api.navigation",
+    "gateway.api.conversations",
+    "gateway.api.statistics",
+    "gateway.api.exports",
+)
 
 
 class ManagementApi:

@@ -16,7 +16,9 @@ Rules of this file (docs/freeswitch.md):
 - With `record_calls`, the first document starts a `<recordCall>`; the
   upload (multipart, with exiting=true) is stored under
   `recordings_dir/<instance>/<session_id>/`, with a JSON sidecar naming the
-  conversation.
+  conversation. With the store on, the directory is served as signed links
+  of kind `recordings-freeswitch`, and the stored file is reported to the
+  recorder (DescribeRecording's FileName and FilePath).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from gateway.store.instances import Instance
 log = logging.getLogger("adapters.freeswitch")
 
 FRONT = "freeswitch"
+LINK_KIND = "recordings-freeswitch"
 XML = codec.CONTENT_TYPE.encode()
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -139,6 +142,8 @@ class HttapiRoute:
         self.bridge = context.bridge
         self.config = config
         self.metrics = context.metrics
+        self.recorder = context.recorder
+        self.links = context.links
         self._basic = (
             "Basic " + base64.b64encode(f"{config.username}:{config.password}".encode()).decode()
             if config.username
@@ -300,6 +305,21 @@ class HttapiRoute:
             }
             target.with_suffix(target.suffix + ".json").write_bytes(orjson.dumps(meta))
             log.info("recording stored", extra={"fields": meta})
+            self._report(instance_id, call_id, target)
+
+    def _report(self, instance_id: str, call_id: str, target: Path) -> None:
+        """Tell the recorder a conversation's recording exists, as a link name."""
+        if self.recorder is None:
+            return
+        name = "/".join(target.relative_to(self.config.recordings_dir).parts)
+        try:
+            self.links.path_of(LINK_KIND, name)
+        except ValueError:
+            # A segment the link rules refuse (one starting with "_" or "."):
+            # the file is kept, but no link could ever serve it.
+            log.warning("recording not linkable", extra={"fields": {"name": name}})
+            return
+        self.recorder.recording(instance_id, call_id, target.name, LINK_KIND, name)
 
     def __repr__(self) -> str:
         return f"HttapiRoute({self.config!r})"
@@ -328,4 +348,7 @@ async def _read(receive: Receive, cap: int) -> bytes:
 
 def mount(context: AdapterContext, table: Mapping[str, Any], where: str) -> Mounted:
     config = parse_config(table, where, context.base_dir)
+    if context.recorder is not None:
+        # Uploads (recordCall, or a record tag's file) are served as signed links.
+        context.links.add_root(LINK_KIND, config.recordings_dir)
     return Mounted({config.path: HttapiRoute(context, config)})

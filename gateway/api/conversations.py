@@ -81,6 +81,17 @@ def conversation_fields(row: ConversationRow) -> dict[str, Any]:
     }
 
 
+def recording_url(context: Context, request: Request, stored: str) -> str:
+    """FilePath: a signed, expiring link when the recording is a file the
+    gateway serves (stored as "<link kind>/<name>" by the recorder), else
+    the stored value as it is (a URL the switch uploaded to, for one)."""
+    kind, _, name = stored.partition("/")
+    try:
+        return context.links.url(request.base_url, kind, name)
+    except ValueError:
+        return stored
+
+
 def actions(context: Context) -> dict[str, Handler]:
     async def _page(store: Store, f: ConversationFilter, number: int, size: int) -> Fields:
         found = await store.readers.run(queries.conversation_page, f, number, size)
@@ -121,7 +132,10 @@ def actions(context: Context) -> dict[str, Handler]:
         _, row = await _conversation(params)
         if not row.recording_file_path:
             raise errors.RecordingNotFound()
-        return {"FileName": row.recording_file_name, "FilePath": row.recording_file_path}
+        return {
+            "FileName": row.recording_file_name,
+            "FilePath": recording_url(context, request, row.recording_file_path),
+        }
 
     async def list_conversation_details(params: Params, request: Request) -> Fields:
         conversation_id = required(params, "ConversationId", MAX_ID_CHARS)

@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -209,6 +210,30 @@ def test_describe_recording_and_its_absence(client: Client, gateway: GatewayProc
         InstanceId=inst,
         ConversationId="none",
     )
+
+
+def test_a_recording_the_gateway_serves_gets_a_signed_link(
+    client: Client, gateway: GatewayProcess
+) -> None:
+    # The recorder keeps a served file as "<link kind>/<name>"; "exports" is
+    # a kind every gateway with a store serves.
+    inst = new_instance()
+    name = f"{inst}.wav"
+    (gateway.log_path.parent / "var" / "exports" / name).write_bytes(b"RIFF0000WAVE")
+    record(
+        gateway,
+        ConversationBegun(inst, "rec", 1_000),
+        RecordingSaved(inst, "rec", 2_000, "call.wav", f"exports/{name}"),
+    )
+    body = ok(client, "DescribeRecording", InstanceId=inst, ConversationId="rec")
+    assert body["FileName"] == "call.wav"
+    url = urlsplit(body["FilePath"])
+    assert url.netloc == f"127.0.0.1:{gateway.port}" and url.path == f"/files/exports/{name}"
+    assert "Expires=" in url.query and "Signature=" in url.query
+    status, headers, data = gateway.get(f"{url.path}?{url.query}")
+    assert (status, headers["content-type"], data) == (200, "audio/wav", b"RIFF0000WAVE")
+    status, _, _ = gateway.get(url.path)
+    assert status == 403
 
 
 @pytest.mark.parametrize(

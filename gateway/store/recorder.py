@@ -38,7 +38,13 @@ from gateway.dialogue.operations import (
     Reply,
     SilenceTimeout,
 )
-from gateway.store.records import ConversationBegun, ConversationEnded, RecordingSaved, Round
+from gateway.store.records import (
+    ConversationBegun,
+    ConversationEnded,
+    ConversationSeen,
+    RecordingSaved,
+    Round,
+)
 from gateway.store.writer import WriteOp
 
 Submit = Callable[[WriteOp[Any]], bool]
@@ -147,6 +153,7 @@ class Recorder:
             # Begun before a restart, or by another gateway: its rounds are
             # still recorded, numbered from here.
             conv_or_none = self._live[key] = _Conversation(self.clock())
+            self.submit(ConversationSeen(instance_id, conversation_id, now_ms))
         conv = conv_or_none
         conv.seen = self.clock()
         conv.sequence += 1

@@ -19,6 +19,7 @@ Rules of this file:
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Final, Literal, NamedTuple
 
 Speaker = Literal["Customer", "Chatbot"]
@@ -106,6 +107,18 @@ class ConversationBegun(NamedTuple):
         )
 
 
+class ConversationSeen(NamedTuple):
+    """A conversation the recorder did not see begin (it began before a
+    restart): its row, if missing, so its rounds have one to belong to."""
+
+    instance_id: str
+    conversation_id: str
+    seen_time: int
+
+    def apply(self, db: sqlite3.Connection) -> None:
+        db.execute(_PLACEHOLDER, (self.instance_id, self.conversation_id, self.seen_time))
+
+
 class Turn(NamedTuple):
     """One line of a conversation: what the customer did, or what the chatbot answered.
 
@@ -158,6 +171,46 @@ class Round(NamedTuple):
     chatbot_utterance: str
     chatbot_action: str
     chatbot_params: str = "{}"
+
+    @staticmethod
+    def apply_many(db: sqlite3.Connection, rounds: Sequence[Round]) -> None:
+        """Many rounds in one `executemany` (the writer's fast path for a batch).
+
+        No placeholder conversation rows: the recorder writes
+        ConversationBegun first. If one is missing after all, the foreign
+        key fails the batch, and the writer applies its operations one by
+        one, where `apply` adds the placeholder.
+        """
+        rows: list[tuple[str, str, int, str, str, str, str, int]] = []
+        append = rows.append
+        for r in rounds:
+            if r.customer_action:
+                append(
+                    (
+                        r.instance_id,
+                        r.conversation_id,
+                        r.sequence_id,
+                        CUSTOMER,
+                        r.customer_utterance,
+                        r.customer_action,
+                        "{}",
+                        r.create_time,
+                    )
+                )
+            if r.chatbot_action:
+                append(
+                    (
+                        r.instance_id,
+                        r.conversation_id,
+                        r.sequence_id,
+                        CHATBOT,
+                        r.chatbot_utterance,
+                        r.chatbot_action,
+                        r.chatbot_params,
+                        r.create_time,
+                    )
+                )
+        db.executemany(_TURN, rows)
 
     def apply(self, db: sqlite3.Connection) -> None:
         db.execute(_PLACEHOLDER, (self.instance_id, self.conversation_id, self.create_time))
@@ -252,4 +305,4 @@ class RecordingSaved(NamedTuple):
         )
 
 
-Record = ConversationBegun | Turn | Round | ConversationEnded | RecordingSaved
+Record = ConversationBegun | ConversationSeen | Turn | Round | ConversationEnded | RecordingSaved

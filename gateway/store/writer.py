@@ -9,6 +9,8 @@ Rules of this file:
   more until the oldest queued operation is `batch_ms` old, unless a batch is
   already full or someone waits on a flush or a call. Under load the commit
   itself is the wait: whatever queued meanwhile goes in the next batch.
+- Consecutive operations of a type with `apply_many` (the per-turn
+  records) are applied in one call, an `executemany`.
 - An operation that raises does not take its batch with it: the batch is
   rolled back and re-applied one operation per transaction; the bad one is
   logged with its repr, counted in `failed`, and skipped.
@@ -82,6 +84,9 @@ class _Item(NamedTuple):
     queued_at: float
 
 
+_new_item = tuple.__new__
+
+
 def _resolve(future: Future[Any], result: object = None, exc: BaseException | None = None) -> None:
     # The waiter may have been cancelled (its coroutine was); the write stands.
     with contextlib.suppress(InvalidStateError):
@@ -112,7 +117,10 @@ class Writer:
         self.batch_ms = batch_ms
         self.busy_timeout_ms = busy_timeout_ms
         self._clock = clock
-        self._cond = threading.Condition()
+        # `submit` takes the plain lock (a C-level context manager); the
+        # condition on the same lock wakes the thread only when needed.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._queue: deque[_Item] = deque()
         self._seq = 0  # the last sequence number handed out
         self._done = 0  # every item up to this one has been applied or failed
@@ -150,11 +158,15 @@ class Writer:
 
     def submit(self, op: WriteOp[Any]) -> bool:
         """Queue `op`; False (and counted in `dropped`) when the queue is full or closed."""
-        with self._cond:
-            if not self._closing and len(self._queue) < self.queue_size:
-                self._seq += 1
-                self._queue.append(_Item(self._seq, op, None, self._clock()))
-                n = len(self._queue)
+        queue = self._queue
+        with self._lock:
+            n = len(queue)
+            if n < self.queue_size and not self._closing:
+                self._seq = seq = self._seq + 1
+                # tuple.__new__ directly: a NamedTuple's own __new__ is Python code,
+                # and this runs once per turn.
+                queue.append(_new_item(_Item, (seq, op, None, self._clock())))
+                n += 1
                 # Wake the thread when it may be idle (first item) or
                 # collecting (the batch just filled); otherwise it is busy.
                 if n == 1 or n == self.batch_max:
@@ -298,7 +310,7 @@ class Writer:
         assert db is not None
         try:
             db.execute("BEGIN IMMEDIATE")
-            results = [item.op.apply(db) for item in batch]
+            results = _apply_all(db, batch)
             db.execute("COMMIT")
         except Exception as exc:
             if db.in_transaction:
@@ -334,6 +346,29 @@ class Writer:
         for item, result in zip(batch, results, strict=True):
             if item.future is not None:
                 _resolve(item.future, result)
+
+
+def _apply_all(db: sqlite3.Connection, batch: list[_Item]) -> list[Any]:
+    """Each operation's result, in order. A run of operations of one type that
+    has `apply_many(db, ops)` (records) goes in one call, with None results."""
+    results: list[Any] = []
+    n = len(batch)
+    i = 0
+    while i < n:
+        op = batch[i].op
+        many = getattr(type(op), "apply_many", None)
+        if many is None:
+            results.append(op.apply(db))
+            i += 1
+            continue
+        kind = type(op)
+        j = i + 1
+        while j < n and type(batch[j].op) is kind:
+            j += 1
+        many(db, [item.op for item in batch[i:j]])
+        results.extend([None] * (j - i))
+        i = j
+    return results
 
 
 class StoreCollector(Collector):

@@ -271,3 +271,22 @@ def test_records_survive_in_the_database_across_restarts(tmp_path: Path) -> None
         assert db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0] == 2
     finally:
         db.close()
+
+
+def test_rounds_without_a_conversation_row_fall_back_and_are_kept(
+    writer: Writer, tmp_path: Path
+) -> None:
+    from gateway.store.records import ConversationBegun, Round
+
+    writer.submit(ConversationBegun("demo", "known", 1, "1"))
+    for n in range(1, 4):
+        writer.submit(Round("demo", "known", n, 2, "hi", "Dialogue", "ok", "Broadcast"))
+        # No row for "orphan": the batch's executemany fails on the foreign key.
+        writer.submit(Round("demo", "orphan", n, 2, "hi", "Dialogue", "ok", "Broadcast"))
+    writer.flush_sync(10)
+    got = rows(
+        tmp_path / "gateway.db",
+        "SELECT ConversationId, COUNT(*) FROM conversation_details GROUP BY ConversationId",
+    )
+    assert got == [("known", 6), ("orphan", 6)]
+    assert writer.failed == 0 and writer.retried_batches >= 1

@@ -40,9 +40,14 @@ from gateway.store.instances import Instance, InstanceRegistry, parse_instance
 Document = dict[str, Any]
 
 
-def problem_to_error(exc: ConfigProblem) -> errors.InvalidParameter:
-    """A document problem as the API's error, naming the parameter."""
-    return errors.InvalidParameter.named(exc.key.rpartition(".")[2], exc.problem)
+def problem_to_error(
+    exc: ConfigProblem, names: Mapping[str, str] | None = None
+) -> errors.InvalidParameter:
+    """A document problem as the API's error, naming the parameter: the key's
+    last part, or what `names` maps the whole key to."""
+    key = exc.key
+    name = names.get(key) if names else None
+    return errors.InvalidParameter.named(name or key.rpartition(".")[2], exc.problem)
 
 
 class Editor:
@@ -59,12 +64,14 @@ class Editor:
             lock = self._locks[instance_id] = asyncio.Lock()
         return lock
 
-    def build(self, document: Mapping[str, Any]) -> Instance:
+    def build(
+        self, document: Mapping[str, Any], names: Mapping[str, str] | None = None
+    ) -> Instance:
         """The Instance a document describes, its bot bound; InvalidParameter if invalid."""
         try:
             instance = parse_instance(document)
         except ConfigProblem as exc:
-            raise problem_to_error(exc) from None
+            raise problem_to_error(exc, names) from None
         if not instance.chatbot:
             return instance
         bot = self.context.bots.get(instance.chatbot)
@@ -95,9 +102,17 @@ class Editor:
         return await asyncio.shield(write())
 
     async def edit(
-        self, instance_id: str, change: Callable[[Document], None], user: str
+        self,
+        instance_id: str,
+        change: Callable[[Document], None],
+        user: str,
+        names: Mapping[str, str] | None = None,
     ) -> Instance:
-        """Apply `change` to a copy of the instance's document and make it current."""
+        """Apply `change` to a copy of the instance's document and make it current.
+
+        `names` maps a document key ("ComplainingConfig.Action") to the
+        parameter that sets it, where the two differ.
+        """
         store = self.context.need_store()
 
         async def write() -> Instance:
@@ -107,7 +122,7 @@ class Editor:
                     raise errors.InstanceNotFound()
                 document: Document = copy.deepcopy(dict(current.document))
                 change(document)
-                instance = self.build(document)
+                instance = self.build(document, names)
                 self._check_name(instance)
                 op = ReplaceInstance(document, instance.status, store.now_ms(), user)
                 if not await _write(store.writer.call(op)):

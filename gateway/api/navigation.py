@@ -91,6 +91,8 @@ class Field:
     name: str
     read: Callable[[Params, str], Any]
     required: bool = False
+    # The key in the document's table, when it is not the parameter's name.
+    key: str = ""
 
     def present(self, params: Params) -> bool:
         if self.read is _phrases:
@@ -167,8 +169,10 @@ TABLES: Mapping[str, tuple[str, tuple[Field, ...]]] = {
         (
             Field("Utterances", _phrases, required=True),
             Field("Prompt", PROMPT),
-            Field("Action", WORD),
-            Field("ActionParams", PARAMS_JSON),
+            # `Action` is the RPC API's own parameter: these take the names of
+            # the seed's field table for ComplainingConfig instead.
+            Field("FinalAction", WORD, key="Action"),
+            Field("FinalActionParams", PARAMS_JSON, key="ActionParams"),
         ),
     ),
     "ModifyTTSConfig": (
@@ -194,7 +198,7 @@ def read_fields(params: Params, fields: tuple[Field, ...]) -> dict[str, Any]:
                 and field.read is not _phrases
             ):
                 raise errors.MissingParameter(field.name)
-            changes[field.name] = field.read(params, field.name)
+            changes[field.key or field.name] = field.read(params, field.name)
         elif field.required:
             raise errors.MissingParameter(field.name)
     return changes
@@ -313,9 +317,10 @@ def actions(context: Context) -> dict[str, Handler]:
             def change(doc: Document) -> None:
                 doc[table] = {**doc.get(table, {}), **changes}
 
-            await editor.edit(instance_id, change, request.user)
+            await editor.edit(instance_id, change, request.user, names)
             return {}
 
+        names = {f"{table}.{f.key}": f.name for f in fields if f.key}
         return modify
 
     def tts_service() -> TtsService:

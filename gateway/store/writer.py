@@ -349,15 +349,18 @@ class Writer:
 
 
 def _apply_all(db: sqlite3.Connection, batch: list[_Item]) -> list[Any]:
-    """Each operation's result, in order. A run of operations of one type that
-    has `apply_many(db, ops)` (records) goes in one call, with None results."""
+    """Each operation's result, in order. In a batch of several, a run of
+    operations of one type that has `apply_many(db, ops)` (records) goes in
+    one call, with None results."""
     results: list[Any] = []
     n = len(batch)
     i = 0
     while i < n:
         op = batch[i].op
         many = getattr(type(op), "apply_many", None)
-        if many is None:
+        # A single operation (and every one of a batch retried one by one)
+        # takes its own `apply`, the path that repairs what `apply_many` assumes.
+        if many is None or n == 1:
             results.append(op.apply(db))
             i += 1
             continue

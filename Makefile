@@ -1,6 +1,7 @@
 # make run   - create .venv, install the gateway, serve the demo on 127.0.0.1:8080
 # make test  - create .venv with the dev extras, run the test suite
-# make bench - run the per-turn benchmark (see bench/README.md)
+# make bench - run the benchmark suite (docs/performance.md); QUICK=1 or
+#              make bench-quick for the one-minute smoke run, ARGS=... for flags
 # make lint  - ruff and mypy
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config/gateway.toml
 
-.PHONY: run test bench lint clean system-deps
+.PHONY: run test bench bench-quick lint clean system-deps
 
 # A fresh Debian may lack the venv module (package python3-venv); install it
 # when we can (root with apt), otherwise say what is missing.
@@ -50,8 +51,16 @@ system-deps:
 test: $(VENV)/.dev system-deps
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.dev
-	$(BIN)/python -m bench
+# The bench extra adds matplotlib, for the latency plot.
+$(VENV)/.bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	@touch $@ $(VENV)/.dev $(VENV)/.run
+
+bench: $(VENV)/.bench system-deps
+	$(BIN)/python -m bench $(if $(QUICK),--quick) $(ARGS)
+
+bench-quick: $(VENV)/.bench system-deps
+	$(BIN)/python -m bench --quick $(ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check gateway adapters tests bench

@@ -1,7 +1,8 @@
-"""`python -m bench [--duration S] [--connections N] [--conversations N] [--only rps|memory]`.
+"""`python -m bench [--quick] [flags]`: the benchmark suite (see docs/performance.md).
 
-Prints a small table and writes the full result as JSON to
-bench/results/<UTC timestamp>.json.
+Prints the table, writes the full result to bench/results/<UTC timestamp>.json
+and the latency plot beside it (.png, with the `bench` extra). `--only rps`
+and `--only memory` run the two single measurements of bench/README.md.
 """
 
 from __future__ import annotations
@@ -10,129 +11,157 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import memory, rpc_turn
+from bench import ROOT, memory, report, rpc_turn, suite, tables
+from bench.plot import plot
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-LABELS = {
-    "starlette": "starlette",
-    "gateway-signed": "gateway signed",
-    "gateway-unsigned": "gateway unsigned",
+QUICK = {
+    "levels": "1,64",
+    "duration": 0.7,
+    "warmup": 0.3,
+    "open_duration": 0.7,
+    "scale_conversations": 1000,
+    "scale_duration": 0.7,
+    "scale_rounds": 1,
+    "open_think": 0.05,
 }
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x * 100:.0f}%"
+def _levels(text: str) -> list[int]:
+    levels = [int(x) for x in text.split(",") if x.strip()]
+    if not levels or any(not 1 <= n <= 4096 for n in levels):
+        raise argparse.ArgumentTypeError("levels: comma-separated numbers from 1 to 4096")
+    return levels
 
 
-def rps_table(r: dict[str, Any]) -> list[str]:
-    pin = "server CPU 0, generator CPU 1" if r["pinned"] else "not pinned"
-    lines = [
-        f"rps: Dialogue turn, c{r['connections']}, {r['rounds']} interleaved rounds of "
-        f"{r['slice_s']:g} s per server (after {r['warmup_s']:g} s warm-up each), {pin}, "
-        f"body {r['response_bytes']} B",
-        f"{'round':<7}{'server':<19}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-        f"{'srv cpu':>9}{'gen cpu':>9}{'ratio':>8}",
-    ]
-    per_round = r["ratios_per_round"]
-    for k in range(r["rounds"]):
-        for name, runs in r["slices"].items():
-            run = runs[k]
-            ratios = per_round.get(name)
-            ratio = ratios[k] if ratios and k < len(ratios) else None
-            errors = sum(run["errors"].values())
-            lines.append(
-                f"{k + 1:<7}{LABELS[name]:<19}{run['rps']:>9.0f}{run['p50_ms']:>9.2f}"
-                f"{run['p99_ms']:>9.2f}{errors:>8}{_pct(run['server_cpu']):>9}"
-                f"{_pct(run['generator_cpu']):>9}{'' if ratio is None else f'{ratio:.2f}x':>8}"
-            )
-            if run["errors"]:
-                lines.append(f"  errors by kind: {run['errors']}")
-            if run["exhausted_connections"]:
-                lines.append(
-                    f"  ran out of pre-built requests on {run['exhausted_connections']} connections"
-                )
-    lines.append("median over rounds:")
-    for name, m in r["summary"].items():
-        ratio = {"gateway-signed": r["ratio_signed"], "gateway-unsigned": r["ratio_unsigned"]}.get(
-            name
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    add = p.add_argument
+    add("--quick", action="store_true", help="a smoke run, under a minute")
+    add("--levels", type=_levels, help="closed-loop concurrent calls (1,16,64,256,1024)")
+    add("--scenarios", help=f"comma-separated subset of {','.join(suite.SCENARIOS)}")
+    add("--duration", type=float, help="measured seconds per slice (6)")
+    add("--warmup", type=float, help="seconds before each slice is measured (1)")
+    add("--think-ms", type=float, default=0.0, help="closed loop: pause between turns (0)")
+    add("--open-rate", type=float, default=1000.0, help="open loop: turns/s offered (1000)")
+    add("--open-think-ms", type=float, help="open loop: between turns (200; 50 with --quick)")
+    add("--open-duration", type=float, help="open loop: measured seconds, 0 skips it (8)")
+    add("--scale-conversations", type=int, help="idle conversations, 0 skips scale (10000)")
+    add("--scale-rate", type=float, default=1000.0, help="scale: steady turns/s (1000)")
+    add("--scale-duration", type=float, help="scale: measured seconds per load (8)")
+    add("--scale-rounds", type=int, help="scale: rounds of with/without (2)")
+    add("--no-plot", action="store_true", help="skip the PNG")
+    add("--out", type=Path, help="write the JSON here instead of bench/results/")
+    add("--only", choices=("rps", "memory"), help="one single measurement (bench/README.md)")
+    add("--rounds", type=int, default=9, help="--only rps: interleaved rounds")
+    add("--connections", type=int, default=64, help="--only rps: keep-alive connections")
+    add("--conversations", type=int, default=100_000, help="--only memory: conversations")
+    return p
+
+
+def plan_from(args: argparse.Namespace) -> suite.Plan:
+    preset: dict[str, Any] = dict(QUICK) if args.quick else {}
+    given = {
+        k: getattr(args, k)
+        for k in (
+            "levels",
+            "duration",
+            "warmup",
+            "open_duration",
+            "scale_conversations",
+            "scale_duration",
+            "scale_rounds",
         )
-        lines.append(
-            f"{'':<7}{LABELS[name]:<19}{m['rps_median']:>9.0f}{m['p50_ms_median']:>9.2f}"
-            f"{m['p99_ms_median']:>9.2f}{'':>8}{_pct(m['server_cpu_median']):>9}"
-            f"{_pct(m['generator_cpu_median']):>9}{'' if ratio is None else f'{ratio:.2f}x':>8}"
-        )
-    lines.append(
-        "ratio = gateway req/s / starlette req/s of the same round; the summary is the median"
-        + ("" if r["valid"] else "  ** INVALID: errors or exhausted requests **")
-    )
-    return lines
-
-
-def memory_table(m: dict[str, Any]) -> list[str]:
-    target = m["target_bytes"]
-    lines = [f"memory: {m['conversations']} idle conversations (each begun + one turn)"]
-    for label, key in (
-        ("tracemalloc", "traced_bytes_per_conversation"),
-        ("RSS delta", "rss_bytes_per_conversation"),
-    ):
-        value = m[key]
-        verdict = "ok" if value <= target else "OVER"
-        lines.append(f"  {label:<12}{value:>9.0f} B/conversation  (target <= {target}: {verdict})")
-    if m["answered"] != m["conversations"]:
-        lines.append(f"  ** only {m['answered']} turns were answered **")
-    top = ", ".join(f"{t['where']} {t['bytes_per_conversation']:.0f}" for t in m["top_sites"][:5])
-    lines.append(f"  top sites (B/conv): {top}")
-    return lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument(
-        "--duration", type=float, default=18.0, help="timed seconds per server, over all rounds"
-    )
-    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds")
-    parser.add_argument("--connections", type=int, default=64, help="keep-alive connections")
-    parser.add_argument("--conversations", type=int, default=100_000, help="for memory")
-    parser.add_argument("--only", choices=("rps", "memory"), help="run one measurement")
-    args = parser.parse_args(argv)
-
-    started = time.gmtime()
-    result: dict[str, Any] = {
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", started),
-        "args": vars(args),
-        "host": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        if getattr(args, k) is not None
     }
+    values = {**preset, **given}
+    if args.open_think_ms is not None:
+        values["open_think"] = args.open_think_ms / 1e3
+    if isinstance(values.get("levels"), str):
+        values["levels"] = _levels(values["levels"])
+    if args.scenarios:
+        names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+        unknown = set(names) - set(suite.SCENARIOS)
+        if unknown:
+            raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
+        values["scenarios"] = names
+    return suite.Plan(
+        think=args.think_ms / 1e3,
+        open_rate=args.open_rate,
+        scale_rate=args.scale_rate,
+        **values,
+    )
+
+
+def _host() -> dict[str, Any]:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), ""
+            )
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": commit,
+    }
+
+
+def _single(args: argparse.Namespace, result: dict[str, Any]) -> tuple[list[str], bool]:
     lines: list[str] = []
-    if args.only in (None, "rps"):
-        print("measuring rps ...", file=sys.stderr)
+    if args.only == "rps":
         result["rps"] = rpc_turn.run(
-            args.duration,
+            args.duration or 18.0,
             args.connections,
             rounds=args.rounds,
             log=lambda s: print(s, file=sys.stderr),
         )
-        lines += rps_table(result["rps"])
-    if args.only in (None, "memory"):
-        print("measuring memory ...", file=sys.stderr)
-        result["memory"] = memory.run(args.conversations)
-        lines += ([""] if lines else []) + memory_table(result["memory"])
+        return tables.rps_table(result["rps"]), result["rps"]["valid"]
+    result["memory"] = memory.run(args.conversations)
+    lines += tables.memory_table(result["memory"])
+    return lines, True
 
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{time.strftime('%Y%m%dT%H%M%SZ', started)}.json"
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    started = time.gmtime()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", started)
+    result: dict[str, Any] = {
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", started),
+        "argv": sys.argv[1:] if argv is None else argv,
+        "host": _host(),
+    }
+    t0 = time.monotonic()
+    if args.only:
+        lines, valid = _single(args, result)
+        text = "\n".join(lines)
+    else:
+        result.update(suite.run(plan_from(args)))
+        text = report.render(result)
+        valid = not any(r["errors"] for r in result["closed"] + result["open"])
+    result["wall_s"] = round(time.monotonic() - t0, 1)
+    out = args.out or RESULTS / f"{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print("\n".join(lines))
-    print(f"\nwritten: {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
-    valid = result.get("rps", {}).get("valid", True)
+    print(text)
+    print(f"\nwall time {result['wall_s']:.0f} s; written: {out}")
+    if not args.only and not args.no_plot:
+        why = plot(result, out.with_suffix(".png"))
+        print(why or f"plot: {out.with_suffix('.png')}")
     return 0 if valid else 1
 
 

@@ -39,7 +39,13 @@ now = time.perf_counter
 
 
 class Leg(Protocol):
-    """One call's path through a transport."""
+    """One call's path through a transport.
+
+    `due`, when a turn sets it, is when that turn started on the server's own
+    clock (a gateway timer), and its latency runs from there.
+    """
+
+    due: float | None
 
     async def turn(self, i: int) -> tuple[float, str | None]:
         """Send step i; (when its answer arrived, error kind or None)."""
@@ -151,6 +157,8 @@ async def run(
                         await asyncio.sleep(load.think)
                     start = sent = now()
                 done, error = await leg.turn(i)
+                if leg.due is not None:
+                    start = leg.due
                 rec.record(start, done, error, lag)
                 if error == "connection-lost":
                     break
@@ -166,7 +174,8 @@ async def run(
             await one_call(n, None)
 
     async def arrivals() -> None:
-        interval = 1.0 / load.rate
+        # `rate` is in turns per second: calls arrive at rate / mean turns per call.
+        interval = sum(turns_per_script) / len(turns_per_script) / load.rate
         for n in range(load.max_calls):
             due = started + n * interval
             if due >= rec.t1:
@@ -316,6 +325,7 @@ class Pool:
 
 class _HttpLeg:
     __slots__ = ("call", "conn", "pool", "templates")
+    due = None
 
     def __init__(self, pool: Pool, conn: _Conn, templates: tuple[bytes, ...], call: str) -> None:
         self.pool, self.conn, self.templates, self.call = pool, conn, templates, call.encode()

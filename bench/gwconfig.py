@@ -103,18 +103,31 @@ def update(path: Path, tables: dict[str, Any]) -> None:
     path.write_text(dumps(data), encoding="utf-8")
 
 
-def add_bot_instance(config: Path, instance: str, bot: str) -> None:
-    """A copy of the demo instance, named `instance`, answered by the bot named `bot`."""
+def add_instance(
+    config: Path, instance: str, *, bot: str | None = None, silence_timeout: int | None = None
+) -> None:
+    """A copy of the demo instance named `instance`: answered by the bot named `bot`,
+    and with its own silence timeout (seconds), when given."""
     instances = config.parent / "instances"
+    line = f'InstanceId = "{instance}"' + (f'\nChatbot = "{bot}"' if bot else "")
     text, n = re.subn(
         r'^InstanceId = "demo"$',
-        f'InstanceId = "{instance}"\nChatbot = "{bot}"',
+        line,
         (instances / "demo.toml").read_text(encoding="utf-8"),
         count=1,
         flags=re.M,
     )
+    if silence_timeout is not None:
+        text, m = re.subn(
+            r"^(\[SilenceTimeoutConfig\](?:\n[^\[].*)*?\nTimeout = )\d+$",
+            rf"\g<1>{silence_timeout}",
+            text,
+            count=1,
+            flags=re.M,
+        )
+        n += m - 1
     if n != 1:
-        raise RuntimeError("no InstanceId line in the demo instance")
+        raise RuntimeError(f"could not derive {instance} from the demo instance")
     (instances / f"{instance}.toml").write_text(text, encoding="utf-8")
 
 

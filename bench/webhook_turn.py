@@ -38,7 +38,7 @@ def _gateway(
     config = gwconfig.write(tmp / name, port=port, auth=False)
     if bot_url is not None:
         gwconfig.update(config, {"breaker": breaker, "bots": [gwconfig.webhook_bot(bot_url)]})
-        gwconfig.add_bot_instance(config, "demo", "bench")
+        gwconfig.add_instance(config, "demo", bot="bench")
     return servers.gateway(name, config, port)
 
 

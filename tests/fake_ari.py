@@ -36,6 +36,17 @@ Rules of this file:
   Other `sound:` names, number:, digits: and characters: last 500 ms; tone: lasts until stopped.
   Durations are scaled by `time_scale`, with `min_playback_ms` as the floor. An unknown scheme,
   `recording:` or a bad `number:` emits PlaybackStarted and nothing after it (Asterisk skips it).
+- Recording follows res_stasis_recording.c, res_stasis_snoop.c, resource_recordings.c and
+  stasis_recording/stored.c. `POST /channels/{id}/snoop` makes a `Snoop/<id>-<n>` channel (Up,
+  200 with its snapshot) that enters Stasis(app[,appArgs]) at once; it hangs up, with no
+  ChannelHangupRequest, when the channel it spies on is destroyed. `POST /channels/{id}/record`
+  answers 201 with a LiveRecording (`queued`) and queues a record command on the channel, so
+  commands queued after it (a play) wait until the recording ends, as record_file() holds the
+  control. Running, it is `recording` (RecordingStarted); it ends on `POST
+  /recordings/live/{name}/stop` or on hangup, stores a mono 16-bit 8 kHz WAV of silence as long
+  as it ran (real time, whole seconds in `duration`), and emits RecordingFinished (`done`). The
+  stored recordings are listed, described, served (`Content-Type: audio/<format>`) and deleted
+  under /recordings/stored, with 404 `Recording not found` for an unknown name.
 - A call is bounded: every wait a test does through this API has a timeout and fails loudly.
 """
 
@@ -47,6 +58,7 @@ import binascii
 import contextlib
 import email.utils
 import fnmatch
+import io
 import itertools
 import json
 import os
@@ -57,11 +69,12 @@ import struct
 import threading
 import time
 import uuid
+import wave
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urljoin, urlsplit
 
 import uvicorn
 
@@ -134,6 +147,11 @@ FORMAT_RATES: dict[str, int | None] = {
     "gsm": 1650,
     "g729": 1000,
 }
+# stasis_app_recording_termination_parse() and _if_exists_parse(), case-insensitive.
+TERMINATE_ON = frozenset({"", "none", "any", "#", "*"})
+IF_EXISTS = frozenset({"", "fail", "overwrite", "append"})
+# ari_channels_handle_snoop_channel(): the directions spy and whisper accept.
+SNOOP_DIRECTIONS = frozenset({"", "none", "in", "out", "both"})
 # ast_get_extension_for_mime_type(): only format_wav registers MIME types we serve.
 MIME_EXTENSIONS = {"audio/wav": "wav", "audio/x-wav": "wav"}
 
@@ -299,10 +317,49 @@ class FakePlayback:
         return out
 
 
+@dataclass(eq=False)
+class FakeRecording:
+    """One live recording (stasis_app_recording) and how it ended."""
+
+    name: str
+    format: str
+    channel_id: str
+    if_exists: str = "fail"
+    state: str = "queued"  # queued, recording, paused, done, failed, canceled
+    duration: int | None = None  # whole seconds, once it ended
+    started_at: float | None = None  # time.monotonic()
+    stopped_by: str = ""  # "stop" (the REST call) or "hangup"
+    _stop: asyncio.Event | None = field(default=None, repr=False)
+
+    def to_json(self) -> Json:
+        """stasis_app_recording_to_json(): name, format, state, target_uri, then duration."""
+        out: Json = {
+            "name": self.name,
+            "format": self.format,
+            "state": self.state,
+            "target_uri": f"channel:{self.channel_id}",
+        }
+        if self.duration is not None:
+            out["duration"] = self.duration
+        return out
+
+
+def silence_wav(seconds: float, rate: int = 8000) -> bytes:
+    """What the fake stores for a recording: mono 16-bit PCM silence."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\0\0" * int(rate * seconds))
+    return out.getvalue()
+
+
 @dataclass
 class _Command:
-    kind: str  # play, continue, redirect, answer, setvar
+    kind: str  # play, continue, redirect, answer, setvar, record
     playback: FakePlayback | None = None
+    recording: FakeRecording | None = None
     target: tuple[str, str, int] | None = None
     endpoint: str = ""
     name: str = ""
@@ -337,6 +394,11 @@ class FakeChannel:
         self.hangup_reason: str | None = None  # reason=..., "reason_code=N", "normal", "caller"
         self.hangup_cause: int | None = None
         self.playbacks: list[FakePlayback] = []
+        self.recordings: list[FakeRecording] = []
+        self.spyee: str | None = kw.get("spyee")  # a snoop channel: whom it spies on
+        self.spy = ""  # a snoop channel's spy direction
+        self.snoops: list[FakeChannel] = []  # snoop channels spying on this one
+        self._recording: FakeRecording | None = None  # the record command running now
         self._subscribed = True
         self._done = False
         self._hanging = False
@@ -424,6 +486,7 @@ class _Resp:
     status: int
     body: Any = None
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    raw: bytes | None = None  # a file body (stored recording), sent as it is
 
 
 def _error(status: int, message: str) -> _Resp:
@@ -461,6 +524,10 @@ class FakeAsterisk:
         self.channels: dict[str, FakeChannel] = {}
         self.apps_registered: set[str] = set()
         self._playbacks: dict[str, FakePlayback] = {}
+        # Recordings: live ones by name, and the spool of stored ones (name -> format, bytes).
+        self.live_recordings: dict[str, FakeRecording] = {}
+        self.stored_recordings: dict[str, tuple[str, bytes]] = {}
+        self._snoop_seq = itertools.count(1)
         self._active: dict[str, _Socket] = {}
         self._sockets: set[_Socket] = set()
         self._failures: list[tuple[str, str, int, str]] = []
@@ -554,8 +621,7 @@ class FakeAsterisk:
         for ch in self.channels.values():
             ch._hanging = True
             self._flush(ch)
-            if ch._current is not None and ch._current._wake is not None:
-                ch._current._wake.set()
+            self._wake(ch)
         tasks = [t for t in self._tasks if not t.done()]
         for task in tasks:
             task.cancel()
@@ -810,9 +876,28 @@ class FakeAsterisk:
         ch.hangup_cause, ch.hangup_reason = cause, reason
         self._emit_channel(ch, self._channel_blob(ch, "ChannelHangupRequest", blob))
         self._flush(ch)
+        self._wake(ch)
+        return True
+
+    def _wake(self, ch: FakeChannel) -> None:
+        """A hangup interrupts what the channel's control is running (a prompt, a recording)."""
         if ch._current is not None and ch._current._wake is not None:
             ch._current._wake.set()
-        return True
+        rec = ch._recording
+        if rec is not None and rec._stop is not None:
+            rec.stopped_by = rec.stopped_by or "hangup"
+            rec._stop.set()
+
+    async def _end_snoop(self, snoop: FakeChannel) -> None:
+        """snoop_read() returns NULL once the spied-on channel's audiohook is gone: the snoop
+        channel hangs up by itself (no hangup request), cause 0."""
+        if snoop._hanging or snoop.destroyed:
+            return
+        snoop._hanging = True
+        snoop.hangup_cause, snoop.hangup_reason = 0, "spyee gone"
+        self._flush(snoop)
+        self._wake(snoop)
+        await self._finish_hangup(snoop)
 
     async def _finish_hangup(self, ch: FakeChannel) -> None:
         if ch._worker is not None:
@@ -833,6 +918,8 @@ class FakeAsterisk:
             ),
         )
         ch._subscribed = False
+        for snoop in ch.snoops:
+            self._spawn(self._end_snoop(snoop))
 
     async def _hangup(self, ch: FakeChannel, blob: Json, cause: int, reason: str) -> None:
         if self._begin_hangup(ch, blob, cause, reason):
@@ -885,6 +972,9 @@ class FakeAsterisk:
         elif cmd.kind == "redirect":
             ch.redirected_to = cmd.endpoint
             ch._done = True
+        elif cmd.kind == "record":
+            assert cmd.recording is not None
+            await self._record(ch, cmd.recording)
         elif cmd.kind == "setvar":
             if cmd.value is None:
                 ch.variables.pop(cmd.name, None)
@@ -982,6 +1072,45 @@ class FakeAsterisk:
         finally:
             pb._wake = None
         return "stopped" if pb.stopped and not ch._hanging else "failed"
+
+    # -- recording -------------------------------------------------------------------------
+
+    async def _record(self, ch: FakeChannel, rec: FakeRecording) -> None:
+        """record_file(): recording until stopped or hung up, then stored and `done`."""
+        ch._recording = rec
+        try:
+            if ch._hanging:
+                # ast_auto_answer() fails on a channel being hung up.
+                rec.state = "failed"
+                self._emit_recording(ch, rec, "Failed to answer channel")
+                return
+            rec.state = "recording"
+            rec.started_at = time.monotonic()
+            rec._stop = asyncio.Event()
+            self._emit_recording(ch, rec)
+            await rec._stop.wait()
+            seconds = time.monotonic() - rec.started_at
+            rate = FORMAT_RATES.get(rec.format) or 16000  # raw formats: bytes of silence
+            data = silence_wav(seconds) if rec.format == "wav" else bytes(int(rate * seconds))
+            self.stored_recordings[rec.name] = (rec.format, data)
+            rec.duration = int(seconds)
+            rec.state = "done"
+            self._emit_recording(ch, rec)
+        finally:
+            ch._recording = None
+            if self.live_recordings.get(rec.name) is rec:
+                del self.live_recordings[rec.name]  # recording_cleanup()
+            self._notify()
+
+    def _emit_recording(self, ch: FakeChannel, rec: FakeRecording, cause: str = "") -> None:
+        """recording_publish() and recording_to_json(): the event type follows the state."""
+        blob = rec.to_json()
+        if cause:
+            blob["cause"] = cause
+        type_ = {"recording": "RecordingStarted", "failed": "RecordingFailed"}.get(
+            rec.state, "RecordingFinished"
+        )
+        self._emit_channel(ch, self._event(type_, recording=blob))
 
     def _file_media(self, path: str) -> float:
         """A shared-directory prompt: Asterisk appends each format's extension itself."""
@@ -1205,7 +1334,10 @@ class FakeAsterisk:
         response = await self._respond(call, headers, raw)
         call.status = response.status
         self._notify()
-        body = b"" if response.body is None else dumps(response.body).encode()
+        if response.raw is not None:
+            body = response.raw
+        else:
+            body = b"" if response.body is None else dumps(response.body).encode()
         out = [
             (b"server", SERVER_HEADER),
             (b"date", email.utils.formatdate(usegmt=True).encode()),
@@ -1213,7 +1345,7 @@ class FakeAsterisk:
             (b"content-length", str(len(body)).encode()),
             *response.headers,
         ]
-        if response.body is not None:
+        if response.body is not None and response.raw is None:
             out.append((b"content-type", b"application/json"))
         await send({"type": "http.response.start", "status": response.status, "headers": out})
         await send({"type": "http.response.body", "body": body})
@@ -1277,6 +1409,17 @@ class FakeAsterisk:
                 ("playbacks", "{playbackId}"),
                 {"GET": self._get_playback, "DELETE": self._stop_playback},
             ),
+            (("channels", "{channelId}", "snoop"), {"POST": self._snoop}),
+            (("channels", "{channelId}", "snoop", "{snoopId}"), {"POST": self._snoop}),
+            (("channels", "{channelId}", "record"), {"POST": self._record_request}),
+            (("recordings", "stored"), {"GET": self._list_stored}),
+            (
+                ("recordings", "stored", "{recordingName}"),
+                {"GET": self._get_stored, "DELETE": self._delete_stored},
+            ),
+            (("recordings", "stored", "{recordingName}", "file"), {"GET": self._stored_file}),
+            (("recordings", "live", "{recordingName}"), {"GET": self._get_live}),
+            (("recordings", "live", "{recordingName}", "stop"), {"POST": self._stop_live}),
             (("applications",), {"GET": self._list_apps}),
             (("applications", "{applicationName}"), {"GET": self._get_app}),
             (("asterisk", "ping"), {"GET": self._ping}),
@@ -1454,6 +1597,140 @@ class FakeAsterisk:
             pb.stopped = True
             if pb._wake is not None:
                 pb._wake.set()
+        return _Resp(204)
+
+    async def _snoop(self, req: _Req) -> _Resp:
+        """ari_channels_handle_snoop_channel() and stasis_app_control_snoop()."""
+        spy = str(req.params.get("spy") or "")
+        whisper = str(req.params.get("whisper") or "")
+        if spy not in SNOOP_DIRECTIONS:
+            return _error(400, "Invalid direction specified for spy")
+        if whisper not in SNOOP_DIRECTIONS:
+            return _error(400, "Invalid direction specified for whisper")
+        app = str(req.params.get("app") or "")
+        if spy in ("", "none") and whisper in ("", "none"):
+            return _error(400, "Direction must be specified for at least spy or whisper")
+        if not app:
+            return _error(400, "Application name is required")
+        spyee = self._live(req.path_vars["channelId"])
+        if spyee is None:
+            return _error(404, "Provided channel was not found")
+        snoop_id = req.path_vars.get("snoopId") or str(req.params.get("snoopId") or "")
+        snoop_id = snoop_id or f"{int(self.clock())}.{next(self._seq)}"
+        if snoop_id in self.channels:
+            # ast_channel_alloc() refuses a unique id in use.
+            return _error(500, "Snoop channel could not be created")
+        app_args = str(req.params.get("appArgs") or "")
+        snoop = FakeChannel(
+            self,
+            id=snoop_id,
+            name=f"Snoop/{spyee.id}-{next(self._snoop_seq):08x}",
+            state="Up",
+            protocol_id="",
+            caller_name="",
+            caller_number="",
+            context="default",
+            exten="s",
+            priority=1,
+            app=app,
+            args=app_args.split(",") if app_args else [],
+            language="en",
+            creationtime=self.clock(),
+            variables={},
+            spyee=spyee.id,
+        )
+        snoop.spy = spy
+        self.channels[snoop_id] = snoop
+        spyee.snoops.append(snoop)
+        if app in self._active:
+            self._emit_channel(
+                snoop, self._event("StasisStart", args=list(snoop.args), channel=snoop.snapshot())
+            )
+        else:
+            # Stasis() fails in the snoop's thread, which then hangs the channel up.
+            snoop.in_stasis, snoop.destroyed, snoop._subscribed = False, True, False
+        return _Resp(200, snoop.snapshot())
+
+    async def _record_request(self, req: _Req) -> _Resp:
+        """ast_ari_channels_record() and stasis_app_control_record(), checks in their order."""
+        if (_c_int(str(req.params.get("maxDurationSeconds", "0"))) or 0) < 0:
+            return _error(400, "max_duration_seconds cannot be negative")
+        if (_c_int(str(req.params.get("maxSilenceSeconds", "0"))) or 0) < 0:
+            return _error(400, "max_silence_seconds cannot be negative")
+        ch = self._control(req.path_vars["channelId"], state_check=False)
+        if isinstance(ch, _Resp):
+            return ch
+        name = str(req.params.get("name") or "")
+        fmt = str(req.params.get("format") or "")
+        if str(req.params.get("terminateOn") or "").lower() not in TERMINATE_ON:
+            return _error(400, "terminateOn invalid")
+        if_exists = str(req.params.get("ifExists") or "").lower()
+        if if_exists not in IF_EXISTS:
+            return _error(400, "ifExists invalid")
+        if fmt not in FORMAT_RATES:
+            return _error(422, "specified format is unknown on this system")
+        if not name:
+            return _error(500, "Error parsing request")
+        if name.startswith("/") or ".." in name.split("/"):
+            # ast_safe_mkdir() refuses a path outside the recording directory (EPERM).
+            return _error(400, "Recording name invalid")
+        # An existing file with ifExists=fail, or a live recording of that name: EEXIST.
+        if (if_exists in ("", "fail") and name in self.stored_recordings) or (
+            name in self.live_recordings
+        ):
+            return _error(409, f"Recording '{name}' already exists and can not be overwritten")
+        rec = FakeRecording(name, fmt, ch.id, if_exists or "fail")
+        self.live_recordings[name] = rec
+        ch.recordings.append(rec)
+        body = rec.to_json()
+        if not self._enqueue(ch, _Command("record", recording=rec)):
+            # stasis_app_send_command_async() on a finished control: cleaned up at once.
+            del self.live_recordings[name]
+        location = f"/ari/recordings/live/{quote(name, safe='')}".encode()
+        return _Resp(201, body, [(b"location", location)])
+
+    async def _list_stored(self, req: _Req) -> _Resp:
+        return _Resp(
+            200, [{"name": n, "format": f} for n, (f, _) in sorted(self.stored_recordings.items())]
+        )
+
+    async def _get_stored(self, req: _Req) -> _Resp:
+        stored = self.stored_recordings.get(req.path_vars["recordingName"])
+        if stored is None:
+            return _error(404, "Recording not found")
+        return _Resp(200, {"name": req.path_vars["recordingName"], "format": stored[0]})
+
+    async def _stored_file(self, req: _Req) -> _Resp:
+        """ast_ari_recordings_get_stored_file(): the file as it is, `audio/<extension>`."""
+        stored = self.stored_recordings.get(req.path_vars["recordingName"])
+        if stored is None:
+            return _error(404, "Recording not found")
+        fmt, data = stored
+        return _Resp(200, None, [(b"content-type", f"audio/{fmt}".encode())], raw=data)
+
+    async def _delete_stored(self, req: _Req) -> _Resp:
+        if self.stored_recordings.pop(req.path_vars["recordingName"], None) is None:
+            return _error(404, "Recording not found")
+        return _Resp(204)
+
+    async def _get_live(self, req: _Req) -> _Resp:
+        rec = self.live_recordings.get(req.path_vars["recordingName"])
+        return _Resp(200, rec.to_json()) if rec else _error(404, "Recording not found")
+
+    async def _stop_live(self, req: _Req) -> _Resp:
+        """stasis_app_recording_operation(STOP) by the recording's state."""
+        rec = self.live_recordings.get(req.path_vars["recordingName"])
+        if rec is None:
+            return _error(404, "Recording not found")
+        if rec.state == "queued":
+            rec.state = "canceled"  # recording_disregard(): the command still runs later
+        elif rec.state in ("recording", "paused"):
+            rec.state = "done"
+            rec.stopped_by = "stop"
+            if rec._stop is not None:
+                rec._stop.set()
+        else:
+            return _error(409, "Recording not in session")
         return _Resp(204)
 
     def _app_json(self, name: str) -> Json:

@@ -709,3 +709,137 @@ def test_fake_ari_stop_ends_calls_and_leaves_no_thread() -> None:
     assert answers == [500]
     left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
     assert left == [], left
+
+
+def raw_get(fake: FakeAsterisk, path: str) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
+    try:
+        conn.request("GET", "/ari" + path, headers={"Authorization": basic()})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def test_fake_ari_snoop_channel_enters_stasis_and_records_while_a_prompt_plays(
+    fake: FakeAsterisk,
+) -> None:
+    with events(fake) as ws:
+        fake.wait_connected()
+        ch = fake.originate(args=["demo"], channel_id="1795317851.2")
+        recv_until(ws, "StasisStart")
+        status, _, snoop = rest(
+            fake,
+            "POST",
+            "/channels/1795317851.2/snoop",
+            {"spy": "both", "app": "ivrgw", "appArgs": "rec,x=1", "snoopId": "snoop-1"},
+        )
+        assert status == 200
+        assert snoop["id"] == "snoop-1" and snoop["name"] == "Snoop/1795317851.2-00000001"
+        assert snoop["state"] == "Up"
+        assert snoop["dialplan"]["app_data"] == "ivrgw,rec,x=1"
+        start = recv_until(ws, "StasisStart")[-1]
+        assert start["args"] == ["rec", "x=1"] and start["channel"]["id"] == "snoop-1"
+        query = {"name": "call-1", "format": "wav", "ifExists": "fail", "beep": "false"}
+        status, headers, live = rest(fake, "POST", "/channels/snoop-1/record", query)
+        assert status == 201 and headers["location"] == "/ari/recordings/live/call-1"
+        assert live == {
+            "name": "call-1",
+            "format": "wav",
+            "state": "queued",
+            "target_uri": "channel:snoop-1",
+        }
+        started = recv_until(ws, "RecordingStarted")[-1]
+        assert list(started) == ["type", "timestamp", "recording", "asterisk_id", "application"]
+        assert started["recording"]["state"] == "recording"
+        # The recording holds the snoop channel's control, not the caller's: a prompt plays.
+        assert rest(fake, "POST", "/channels/1795317851.2/play", {"media": "digits:1"})[0] == 201
+        recv_until(ws, "PlaybackFinished")
+        # A second recording of the same name is refused while the first runs.
+        assert rest(fake, "POST", "/channels/snoop-1/record", query)[:3:2] == (
+            409,
+            {"message": "Recording 'call-1' already exists and can not be overwritten"},
+        )
+        assert rest(fake, "GET", "/recordings/live/call-1")[2]["state"] == "recording"
+        assert rest(fake, "POST", "/recordings/live/call-1/stop")[0] == 204
+        finished = recv_until(ws, "RecordingFinished")[-1]["recording"]
+        assert finished["state"] == "done" and finished["duration"] == 0
+        assert rest(fake, "POST", "/recordings/live/call-1/stop")[2] == {
+            "message": "Recording not found"
+        }
+        ch.hang_up()
+        # The snoop channel goes when the channel it spies on does, without a hangup request.
+        snoop_events = []
+        while not snoop_events or snoop_events[-1] != "ChannelDestroyed":
+            event = recv(ws)
+            if event.get("channel", {}).get("id") == "snoop-1":
+                snoop_events.append(event["type"])
+        assert snoop_events == ["StasisEnd", "ChannelDestroyed"]
+
+
+def test_fake_ari_stored_recordings_list_get_file_delete(fake: FakeAsterisk) -> None:
+    with events(fake) as ws:
+        fake.wait_connected()
+        ch = fake.originate(channel_id="1795317851.3")
+        query = {"name": "whole", "format": "wav"}
+        assert rest(fake, "POST", "/channels/1795317851.3/record", query)[0] == 201
+        recv_until(ws, "RecordingStarted")
+        # Recording the channel itself holds its control: a prompt waits for it to end.
+        play = {"media": "digits:1", "playbackId": "pb-1"}
+        assert rest(fake, "POST", "/channels/1795317851.3/play", play)[0] == 201
+        time.sleep(1.05)
+        assert fake.playback("pb-1").state == "queued"
+        assert rest(fake, "POST", "/recordings/live/whole/stop")[0] == 204
+        events_after = recv_until(ws, "PlaybackStarted")
+        finished = events_after[-2]["recording"]
+        assert finished["state"] == "done" and finished["duration"] == 1
+        ch.hang_up()
+    assert rest(fake, "GET", "/recordings/stored")[2] == [{"name": "whole", "format": "wav"}]
+    assert rest(fake, "GET", "/recordings/stored/whole")[2] == {"name": "whole", "format": "wav"}
+    status, headers, data = raw_get(fake, "/recordings/stored/whole/file")
+    assert status == 200 and headers["content-type"] == "audio/wav"
+    assert 1.0 <= wav_seconds(data, 8000) < 1.5
+    assert data == fake.stored_recordings["whole"][1]
+    assert rest(fake, "DELETE", "/recordings/stored/whole")[0] == 204
+    for method, path in (
+        ("GET", "/recordings/stored/whole"),
+        ("GET", "/recordings/stored/whole/file"),
+        ("DELETE", "/recordings/stored/whole"),
+    ):
+        assert rest(fake, method, path)[:3:2] == (404, {"message": "Recording not found"})
+
+
+def test_fake_ari_record_and_snoop_refusals(fake: FakeAsterisk) -> None:
+    with events(fake):
+        fake.wait_connected()
+        fake.originate(channel_id="1795317851.4")
+        fake.stored_recordings["taken"] = ("wav", b"RIFF")
+        cases = [
+            ({"name": "a", "format": "mp9"}, 422, "specified format is unknown on this system"),
+            ({"name": "a", "format": "wav", "ifExists": "bad"}, 400, "ifExists invalid"),
+            ({"name": "a", "format": "wav", "terminateOn": "x"}, 400, "terminateOn invalid"),
+            ({"name": "a", "format": "wav", "maxDurationSeconds": "-1"}, 400, None),
+            ({"name": "../a", "format": "wav"}, 400, "Recording name invalid"),
+            (
+                {"name": "taken", "format": "wav", "ifExists": "fail"},
+                409,
+                "Recording 'taken' already exists and can not be overwritten",
+            ),
+        ]
+        for query, status, message in cases:
+            got = rest(fake, "POST", "/channels/1795317851.4/record", query)
+            assert got[0] == status, (query, got)
+            if message:
+                assert got[2] == {"message": message}
+        overwrite = {"name": "taken", "format": "wav", "ifExists": "overwrite"}
+        assert rest(fake, "POST", "/channels/1795317851.4/record", overwrite)[0] == 201
+        assert rest(fake, "POST", "/channels/nope/record", {"name": "b", "format": "wav"})[0] == 404
+        snoop = "/channels/1795317851.4/snoop"
+        assert rest(fake, "POST", snoop, {"spy": "up", "app": "ivrgw"})[2] == {
+            "message": "Invalid direction specified for spy"
+        }
+        assert rest(fake, "POST", snoop, {"app": "ivrgw"})[0] == 400
+        assert rest(fake, "POST", snoop, {"spy": "in"})[2] == {
+            "message": "Application name is required"
+        }
+        assert rest(fake, "POST", "/channels/nope/snoop", {"spy": "in", "app": "ivrgw"})[0] == 404

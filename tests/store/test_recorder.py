@@ -290,3 +290,51 @@ def test_rounds_without_a_conversation_row_fall_back_and_are_kept(
     )
     assert got == [("known", 6), ("orphan", 6)]
     assert writer.failed == 0 and writer.retried_batches >= 1
+
+
+def _metric(gw: GatewayProcess, name: str) -> float:
+    status, _, body = gw.get("/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not exposed")
+
+
+def test_a_gateway_killed_with_sigkill_keeps_every_committed_turn(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    gw = GatewayProcess(write_config(tmp_path), tmp_path / "gateway.log")
+    calls = [conversation_id() for _ in range(5)]
+    try:
+        with Client(gw.port) as c:
+            for call in calls:
+                base = {"InstanceId": "demo", "ConversationId": call}
+                assert (
+                    c.call({"Action": "BeginDialogue", "CallingNumber": "1", **base}).status == 200
+                )
+                for _ in range(20):
+                    r = c.call({"Action": "Dialogue", "Utterance": "查询余额", **base})
+                    assert r.status == 200
+        # 5 x (ConversationBegun + greeting round + 20 rounds) committed, per /metrics.
+        deadline = time.monotonic() + 10
+        while _metric(gw, "ivrgw_store_written_total") < 5 * 22:
+            assert time.monotonic() < deadline, "the writer did not commit the turns"
+            time.sleep(0.05)
+        assert _metric(gw, "ivrgw_records_dropped_total") == 0
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait(10)
+    finally:
+        gw.stop()
+    db = sqlite3.connect(tmp_path / "var" / "gateway.db")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        counts = dict(
+            db.execute(
+                "SELECT ConversationId, COUNT(*) FROM conversation_details GROUP BY ConversationId"
+            ).fetchall()
+        )
+    finally:
+        db.close()
+    assert counts == {call: 41 for call in calls}  # greeting + 20 x (customer, chatbot)

@@ -17,8 +17,10 @@ from gateway.api.instances import DEFAULT_NAVIGATION
 from gateway.store.instances import MAX_CONCURRENCY
 from tests.conftest import (
     DEMO,
+    KEY_ID,
     RO_KEY_ID,
     RO_SECRET,
+    SECRET,
     Client,
     GatewayProcess,
     Response,
@@ -559,3 +561,73 @@ def test_a_live_remote_mode_conversation_finishes_after_its_instance_is_deleted(
             ]
         finally:
             g.stop()
+
+
+# -- the official SDK -------------------------------------------------------------
+
+
+def test_the_tea_sdk_manages_an_instance_and_its_config(gw: GatewayProcess) -> None:
+    from alibabacloud_tea_openapi.exceptions import ClientException
+    from alibabacloud_tea_openapi.models import Config
+    from alibabacloud_voicenavigator20180612 import models
+    from alibabacloud_voicenavigator20180612.client import Client as SdkClient
+
+    sdk = SdkClient(
+        Config(
+            access_key_id=KEY_ID,
+            access_key_secret=SECRET,
+            endpoint=f"127.0.0.1:{gw.port}",
+            protocol="http",
+        )
+    )
+    made = sdk.create_instance(
+        models.CreateInstanceRequest(name="From the SDK", concurrency=8, description="tea")
+    ).body
+    instance = made.instance_id
+    sdk.modify_instance(
+        models.ModifyInstanceRequest(instance_id=instance, concurrency=9, name="SDK renamed")
+    )
+    d = sdk.describe_instance(models.DescribeInstanceRequest(instance_id=instance)).body
+    assert (d.name, d.concurrency, d.status, d.modify_user_name) == (
+        "SDK renamed",
+        9,
+        "Published",
+        "tester",
+    )
+    assert d.applicable_operations == ["Edit", "Disable", "Delete"]
+    listed = sdk.list_instances(models.ListInstancesRequest(page_number=1, page_size=100)).body
+    assert instance in {i.instance_id for i in listed.instances}
+    assert listed.total_count == len(listed.instances)
+
+    sdk.modify_greeting_config(
+        models.ModifyGreetingConfigRequest(instance_id=instance, greeting_words="SDK hello")
+    )
+    sdk.modify_silence_timeout_config(
+        models.ModifySilenceTimeoutConfigRequest(
+            instance_id=instance,
+            prompt="Hello?",
+            timeout=15,
+            threshold=2,
+            final_prompt="Bye",
+            final_action="HangUp",
+            source_type="fixed",
+        )
+    )
+    sdk.modify_ttsconfig(models.ModifyTTSConfigRequest(instance_id=instance, volume="70"))
+    nav = sdk.describe_navigation_config(
+        models.DescribeNavigationConfigRequest(instance_id=instance)
+    ).body
+    assert nav.greeting_config.greeting_words == "SDK hello"
+    assert (nav.silence_timeout_config.timeout, nav.silence_timeout_config.threshold) == (15, 2)
+    tts = sdk.describe_ttsconfig(models.DescribeTTSConfigRequest(instance_id=instance)).body
+    assert (tts.voice, tts.volume, tts.speech_rate) == ("xiaoyun", 70, 0)
+
+    sdk.disable_instance(models.DisableInstanceRequest(instance_id=instance))
+    sdk.enable_instance(models.EnableInstanceRequest(instance_id=instance))
+    sdk.delete_instance(models.DeleteInstanceRequest(instance_id=instance))
+    with pytest.raises(ClientException) as exc:
+        sdk.describe_instance(models.DescribeInstanceRequest(instance_id=instance))
+    assert (exc.value.code, exc.value.status_code) == ("InvalidInstanceId.NotFound", 404)
+    with pytest.raises(ClientException) as exc:
+        sdk.create_instance(models.CreateInstanceRequest(name="too big", concurrency=100_001))
+    assert exc.value.code == "InvalidConcurrency.LimitExceeded"

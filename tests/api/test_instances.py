@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -15,6 +14,7 @@ import pytest
 
 from gateway.api.instances import DEFAULT_NAVIGATION
 from gateway.store.instances import MAX_CONCURRENCY
+from tests.api.managed import home, ok, refused
 from tests.conftest import (
     DEMO,
     KEY_ID,
@@ -28,34 +28,6 @@ from tests.conftest import (
     write_config,
 )
 from tests.loopback import LoopbackServer, Reply, Request
-
-
-@pytest.fixture(scope="module")
-def gw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("instances")
-
-
-@pytest.fixture(scope="module")
-def gw(gw_dir: Path) -> Iterator[GatewayProcess]:
-    g = GatewayProcess(write_config(gw_dir), gw_dir / "gateway.log")
-    yield g
-    g.stop()
-
-
-@pytest.fixture
-def client(gw: GatewayProcess) -> Iterator[Client]:
-    with Client(gw.port) as c:
-        yield c
-
-
-def ok(r: Response) -> dict[str, Any]:
-    assert r.status == 200, r.body
-    return r.json  # type: ignore[no-any-return]
-
-
-def refused(r: Response, status: int, code: str) -> str:
-    assert (r.status, r.json["Code"]) == (status, code), r.body
-    return str(r.json["Message"])
 
 
 def create(c: Client, name: str, concurrency: str = "10", **params: str) -> str:
@@ -240,7 +212,9 @@ def test_unknown_instance_is_not_found(client: Client, action: str) -> None:
 # -- modify, enable, disable, delete -------------------------------------------
 
 
-def test_modify_instance_changes_given_fields_and_records_who(gw_dir: Path, client: Client) -> None:
+def test_modify_instance_changes_given_fields_and_records_who(
+    gateway: GatewayProcess, client: Client
+) -> None:
     instance = create(client, "Mod", "3", Description="before")
     old = ok(client.call({"Action": "DescribeInstance", "InstanceId": instance}))
     time.sleep(0.01)
@@ -261,7 +235,7 @@ def test_modify_instance_changes_given_fields_and_records_who(gw_dir: Path, clie
     assert (
         ok(client.call({"Action": "DescribeInstance", "InstanceId": instance}))["Description"] == ""
     )
-    row = stored_row(gw_dir, instance)
+    row = stored_row(home(gateway), instance)
     assert row is not None and row["Concurrency"] == 7 and row["ModifyUserName"] == "tester"
 
 
@@ -285,13 +259,13 @@ def test_disabled_instance_refuses_begin_and_enable_restores_it(client: Client) 
 
 
 def test_deleted_instance_is_gone_but_live_conversations_finish(
-    gw_dir: Path, client: Client
+    gateway: GatewayProcess, client: Client
 ) -> None:
     instance = create(client, "Doomed")
     live = conversation_id()
     ok(begin(client, instance, live))
     ok(client.call({"Action": "DeleteInstance", "InstanceId": instance}))
-    assert stored_row(gw_dir, instance) is None
+    assert stored_row(home(gateway), instance) is None
     refused(
         client.call({"Action": "DescribeInstance", "InstanceId": instance}),
         404,
@@ -318,10 +292,10 @@ def test_deleted_instance_is_gone_but_live_conversations_finish(
 
 
 def test_read_only_key_describes_and_lists_but_changes_nothing(
-    gw: GatewayProcess, client: Client
+    gateway: GatewayProcess, client: Client
 ) -> None:
     instance = create(client, "Viewed")
-    with Client(gw.port, RO_KEY_ID, RO_SECRET) as viewer:
+    with Client(gateway.port, RO_KEY_ID, RO_SECRET) as viewer:
         ok(viewer.call({"Action": "DescribeInstance", "InstanceId": instance}))
         ok(viewer.call({"Action": "ListInstances", "PageNumber": "1", "PageSize": "10"}))
         for params in (
@@ -339,13 +313,11 @@ def test_read_only_key_describes_and_lists_but_changes_nothing(
 # -- concurrency of changes -----------------------------------------------------
 
 
-def test_concurrent_modify_calls_never_mix_or_lose_a_change(
-    gw_dir: Path, gw: GatewayProcess
-) -> None:
+def test_concurrent_modify_calls_never_mix_or_lose_a_change(gateway: GatewayProcess) -> None:
     """Parallel Modify calls on one instance: every stored and served version
     is one call's whole set of fields, and changes to different tables are
     all kept (no read-edit-write interleaves)."""
-    with Client(gw.port) as c:
+    with Client(gateway.port) as c:
         instance = create(c, "Contended")
     calls, threads_n = 12, 6
     errors: list[str] = []
@@ -372,7 +344,7 @@ def test_concurrent_modify_calls_never_mix_or_lose_a_change(
         )
 
     def writer(t: int) -> None:
-        with Client(gw.port) as c:
+        with Client(gateway.port) as c:
             for i in range(calls):
                 n = t * 1000 + i
                 for params in (
@@ -394,14 +366,14 @@ def test_concurrent_modify_calls_never_mix_or_lose_a_change(
                         errors.append(r.body.decode())
 
     def watcher() -> None:
-        with Client(gw.port) as c:
+        with Client(gateway.port) as c:
             while not stop.is_set():
                 served = ok(c.call({"Action": "DescribeNavigationConfig", "InstanceId": instance}))
                 if served["UnrecognizingConfig"]["Prompt"].startswith("prompt ") and not whole(
                     served["UnrecognizingConfig"]
                 ):
                     errors.append(f"served a mix: {served['UnrecognizingConfig']}")
-                row = stored_row(gw_dir, instance)
+                row = stored_row(home(gateway), instance)
                 assert row is not None
                 stored = orjson.loads(row["NavigationConfig"])["UnrecognizingConfig"]
                 if stored["Prompt"].startswith("prompt ") and not whole(stored):
@@ -419,9 +391,9 @@ def test_concurrent_modify_calls_never_mix_or_lose_a_change(
     stop.set()
     watch.join(30)
     assert errors == []
-    with Client(gw.port) as c:
+    with Client(gateway.port) as c:
         served = ok(c.call({"Action": "DescribeNavigationConfig", "InstanceId": instance}))
-    row = stored_row(gw_dir, instance)
+    row = stored_row(home(gateway), instance)
     assert row is not None
     stored = orjson.loads(row["NavigationConfig"])
     # One whole version, the same in memory and on disk, with every table's
@@ -566,7 +538,7 @@ def test_a_live_remote_mode_conversation_finishes_after_its_instance_is_deleted(
 # -- the official SDK -------------------------------------------------------------
 
 
-def test_the_tea_sdk_manages_an_instance_and_its_config(gw: GatewayProcess) -> None:
+def test_the_tea_sdk_manages_an_instance_and_its_config(gateway: GatewayProcess) -> None:
     from alibabacloud_tea_openapi.exceptions import ClientException
     from alibabacloud_tea_openapi.models import Config
     from alibabacloud_voicenavigator20180612 import models
@@ -576,7 +548,7 @@ def test_the_tea_sdk_manages_an_instance_and_its_config(gw: GatewayProcess) -> N
         Config(
             access_key_id=KEY_ID,
             access_key_secret=SECRET,
-            endpoint=f"127.0.0.1:{gw.port}",
+            endpoint=f"127.0.0.1:{gateway.port}",
             protocol="http",
         )
     )

@@ -8,14 +8,14 @@ import sqlite3
 import time
 import tomllib
 import wave
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from gateway.api.links import Links
+from gateway.store.catalog import NAVIGATION_TABLES
+from tests.api.managed import home, ok, refused
 from tests.conftest import (
     DEMO,
     RO_KEY_ID,
@@ -24,26 +24,7 @@ from tests.conftest import (
     GatewayProcess,
     Response,
     conversation_id,
-    write_config,
 )
-
-
-@pytest.fixture(scope="module")
-def gw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("navigation")
-
-
-@pytest.fixture(scope="module")
-def gw(gw_dir: Path) -> Iterator[GatewayProcess]:
-    g = GatewayProcess(write_config(gw_dir), gw_dir / "gateway.log")
-    yield g
-    g.stop()
-
-
-@pytest.fixture
-def client(gw: GatewayProcess) -> Iterator[Client]:
-    with Client(gw.port) as c:
-        yield c
 
 
 @pytest.fixture
@@ -54,16 +35,6 @@ def instance(client: Client) -> str:
     )
     assert r.status == 200, r.body
     return str(r.json["InstanceId"])
-
-
-def ok(r: Response) -> dict[str, Any]:
-    assert r.status == 200, r.body
-    return r.json  # type: ignore[no-any-return]
-
-
-def refused(r: Response, status: int, code: str) -> str:
-    assert (r.status, r.json["Code"]) == (status, code), r.body
-    return str(r.json["Message"])
 
 
 def navigation(c: Client, instance: str) -> dict[str, Any]:
@@ -106,16 +77,7 @@ def say(c: Client, instance: str, conv: str, utterance: str) -> dict[str, Any]:
 def test_describe_navigation_config_has_the_seeds_shape_and_types(client: Client) -> None:
     d = navigation(client, "demo")
     file = tomllib.loads(DEMO.read_text(encoding="utf-8"))
-    assert set(d) == {
-        "RequestId",
-        "GreetingConfig",
-        "UnrecognizingConfig",
-        "RepeatingConfig",
-        "AskingBackConfig",
-        "SilenceTimeoutConfig",
-        "ComplainingConfig",
-        "FallbackConfig",
-    }
+    assert set(d) == {"RequestId", *NAVIGATION_TABLES}
     assert d["GreetingConfig"] == {
         "GreetingWords": file["GreetingConfig"]["GreetingWords"],
         "SourceType": "fixed",
@@ -470,7 +432,7 @@ def fetch(port: int, url: str, method: str = "GET") -> tuple[int, dict[str, str]
 
 
 def test_audit_tts_voice_serves_a_wav_under_a_signed_expiring_link(
-    gw: GatewayProcess, gw_dir: Path, client: Client
+    gateway: GatewayProcess, client: Client
 ) -> None:
     r = ok(
         client.call(
@@ -486,14 +448,14 @@ def test_audit_tts_voice_serves_a_wav_under_a_signed_expiring_link(
     )
     url = r["AuditionUrl"]
     parts = urlsplit(url)
-    assert url.startswith(f"http://127.0.0.1:{gw.port}/files/auditions/")
+    assert url.startswith(f"http://127.0.0.1:{gateway.port}/files/auditions/")
     assert parts.path.endswith(".wav")
-    status, headers, body = fetch(gw.port, url)
+    status, headers, body = fetch(gateway.port, url)
     assert status == 200 and headers["content-type"] == "audio/wav"
     with wave.open(io.BytesIO(body)) as w:
         assert (w.getnchannels(), w.getsampwidth()) == (1, 2) and w.getnframes() > 1000
     name = parts.path.rsplit("/", 1)[1]
-    assert (gw_dir / "var" / "exports" / "auditions" / name).is_file()
+    assert (home(gateway) / "var" / "exports" / "auditions" / name).is_file()
     # Another voice or text is another file; the same ones, the same file.
     again = ok(
         client.call(
@@ -515,27 +477,27 @@ def test_audit_tts_voice_serves_a_wav_under_a_signed_expiring_link(
     tampered = url.replace(
         f"Expires={query['Expires'][0]}", f"Expires={int(query['Expires'][0]) + 1}"
     )
-    status, _, body = fetch(gw.port, tampered)
+    status, _, body = fetch(gateway.port, tampered)
     assert status == 403 and b"SignatureDoesNotMatch" in body
     sig = query["Signature"][0]
     flipped = ("A" if sig[0] != "A" else "B") + sig[1:]
-    status, _, _ = fetch(gw.port, url.replace(sig, flipped))
+    status, _, _ = fetch(gateway.port, url.replace(sig, flipped))
     assert status == 403
     # A link signed with the gateway's own key that has expired.
-    db = sqlite3.connect(gw_dir / "var" / "gateway.db")
+    db = sqlite3.connect(home(gateway) / "var" / "gateway.db")
     try:
         (secret,) = db.execute("SELECT Value FROM meta WHERE Key = 'link_secret'").fetchone()
     finally:
         db.close()
-    roots = {"auditions": gw_dir / "var" / "exports" / "auditions"}
+    roots = {"auditions": home(gateway) / "var" / "exports" / "auditions"}
     old = Links(bytes.fromhex(secret), 60, roots, clock=lambda: time.time() - 3600)
-    expired = old.url(f"http://127.0.0.1:{gw.port}", "auditions", name)
-    status, _, body = fetch(gw.port, expired)
+    expired = old.url(f"http://127.0.0.1:{gateway.port}", "auditions", name)
+    status, _, body = fetch(gateway.port, expired)
     assert status == 403 and b"LinkExpired" in body
     fresh = Links(bytes.fromhex(secret), 60, roots).url(
-        f"http://127.0.0.1:{gw.port}", "auditions", name
+        f"http://127.0.0.1:{gateway.port}", "auditions", name
     )
-    assert fetch(gw.port, fresh)[0] == 200
+    assert fetch(gateway.port, fresh)[0] == 200
 
 
 def test_audit_tts_voice_refuses_bad_input(client: Client) -> None:
@@ -553,10 +515,10 @@ def test_audit_tts_voice_refuses_bad_input(client: Client) -> None:
 
 
 def test_read_only_key_describes_but_cannot_modify_or_audit(
-    gw: GatewayProcess, client: Client
+    gateway: GatewayProcess, client: Client
 ) -> None:
     before = navigation(client, "demo")
-    with Client(gw.port, RO_KEY_ID, RO_SECRET) as viewer:
+    with Client(gateway.port, RO_KEY_ID, RO_SECRET) as viewer:
         for action in ("DescribeNavigationConfig", "DescribeTTSConfig"):
             ok(viewer.call({"Action": action, "InstanceId": "demo"}))
         for action in (

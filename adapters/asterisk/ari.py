@@ -10,6 +10,9 @@ Rules of this file:
 - REST goes through the gateway's pooled client, with a deadline. A status
   of 400 or more raises `AriStatus` (the adapter treats 404 and 409 as "the
   call is gone"); transport failures raise the pool's `BackendError`.
+- `download` streams a file resource (a stored recording) to disk in
+  chunks, under a temporary name renamed into place once whole, so memory
+  stays flat and a partial file never appears.
 - Counters (reconnects, REST errors by status) are read by the collector.
 """
 
@@ -19,8 +22,10 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import websockets
@@ -102,6 +107,45 @@ class AriClient:
             raise AriStatus(response.status, response.body[:200].decode("utf-8", "replace"))
         return response
 
+    async def download(self, path: str, target: Path, max_body: int, timeout: float) -> int:
+        """GET `path` (relative to /ari) into the file `target`; the bytes written.
+
+        Raises AriStatus for a status of 400 or more, the pool's BackendError
+        for a transport failure or a body over `max_body`, OSError for the disk.
+        """
+        partial = target.with_name(f".{target.name}.part")
+        try:
+            async with self.http.stream(
+                "GET",
+                self.base + path,
+                headers=(("authorization", self._auth),),
+                timeout=timeout,
+                max_body=max_body,
+            ) as response:
+                if response.status >= 400:
+                    body = b"".join([chunk async for chunk in response.chunks()])
+                    status = str(response.status)
+                    self.rest_errors[status] = self.rest_errors.get(status, 0) + 1
+                    raise AriStatus(response.status, body[:200].decode("utf-8", "replace"))
+                await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+                handle = await asyncio.to_thread(partial.open, "wb")
+                size = 0
+                try:
+                    async for chunk in response.chunks():
+                        size += len(chunk)
+                        await asyncio.to_thread(handle.write, chunk)
+                finally:
+                    await asyncio.to_thread(handle.close)
+        except errors.BackendError as exc:
+            self.rest_errors[exc.kind] = self.rest_errors.get(exc.kind, 0) + 1
+            await asyncio.to_thread(_unlink, partial)
+            raise
+        except BaseException:
+            await asyncio.to_thread(_unlink, partial)
+            raise
+        await asyncio.to_thread(os.replace, partial, target)
+        return size
+
     # -- events -----------------------------------------------------------------
 
     def start(self) -> None:
@@ -164,6 +208,11 @@ class AriClient:
         return (
             f"AriClient({self.name}: {self.base!r}, app={self.app!r}, connected={self.connected})"
         )
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 class AriCollector(Collector):

@@ -16,6 +16,9 @@ Rules of this file:
 - The call ends exactly once (EndDialogue), on StasisEnd, ChannelDestroyed,
   or a REST 404/409 (the channel is gone or not in Stasis). Timers are
   cancelled and the call is forgotten.
+- A recorded call is tapped (recording.py) after the answer and before the
+  first turn; its recording is finished and fetched off this task when the
+  call ends. A recording's failure never touches the call.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from gateway.dialogue.operations import Action, Reply
 from gateway.store.instances import Instance
 
 if TYPE_CHECKING:
+    from adapters.asterisk.recording import CallRecording
     from adapters.asterisk.transport import AsteriskAdapter
 
 log = logging.getLogger("adapters.asterisk")
@@ -77,6 +81,7 @@ class Call:
         self._timer: asyncio.TimerHandle | None = None
         self._token = 0
         self.ended = False
+        self.recording: CallRecording | None = None
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -156,6 +161,7 @@ class Call:
         self.instance_id = instance_id
         if event.state != "Up":
             await self.adapter.ari.rest("POST", f"/channels/{self.id}/answer")
+        self.recording = await self.adapter.start_recording(self)
         await self._turn(started._replace(call_id=self.conversation))
 
     async def _digit(self, digit: str) -> None:
@@ -262,6 +268,9 @@ class Call:
         if self.ended:
             return
         self._cancel_timer()
+        recording, self.recording = self.recording, None
+        if recording is not None:
+            self.adapter.finish_recording(self, recording)
         await self.adapter.turn(self, CallEnded(self.conversation, why))
         self.ended = True
 

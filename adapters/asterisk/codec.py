@@ -12,6 +12,9 @@ Rules of this file:
   a `continue` (context, extension, priority) or a `redirect` (endpoint).
 - `media_params` picks media a reply names itself (`sound:`, `tone:`,
   `digits:` in ActionParams `media`), which pass straight through.
+- RecordingStarted, RecordingFinished and RecordingFailed become a
+  `RecordingEvent` keyed by the recorded channel (the LiveRecording's
+  `target_uri`, `channel:<id>`); a bridge's recording is not ours (None).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class StasisStart(NamedTuple):
     caller: str
     exten: str
     args: tuple[str, ...]
+    name: str = ""  # the channel's name: "PJSIP/1000-00000001", "Snoop/<id>-00000001"
 
 
 class Dtmf(NamedTuple):
@@ -63,7 +67,17 @@ class CallGone(NamedTuple):
     kind: str
 
 
-Event = StasisStart | Dtmf | PlaybackFinished | CallGone
+class RecordingEvent(NamedTuple):
+    """A LiveRecording's state changed: recording, done, canceled or failed."""
+
+    channel_id: str
+    name: str
+    state: str
+    cause: str
+
+
+Event = StasisStart | Dtmf | PlaybackFinished | CallGone | RecordingEvent
+_RECORDING_EVENTS = frozenset({"RecordingStarted", "RecordingFinished", "RecordingFailed"})
 
 
 def _channel(data: Mapping[str, object]) -> Mapping[str, object]:
@@ -99,6 +113,7 @@ def parse_event(raw: str | bytes) -> Event | None:
             _text(channel, "caller", "number"),
             _text(channel, "dialplan", "exten"),
             tuple(args),
+            _text(channel, "name"),
         )
     if kind == "ChannelDtmfReceived":
         digit = data.get("digit")
@@ -114,6 +129,19 @@ def parse_event(raw: str | bytes) -> Event | None:
         return PlaybackFinished(channel_id, str(playback["id"]), _text(playback, "state"))
     if kind in ("StasisEnd", "ChannelDestroyed"):
         return CallGone(str(_channel(data)["id"]), str(kind))
+    if kind in _RECORDING_EVENTS:
+        recording = data.get("recording")
+        if not isinstance(recording, dict) or not isinstance(recording.get("name"), str):
+            raise AriWireError(f"{kind} without a recording name")
+        target = _text(recording, "target_uri")
+        if not target.startswith("channel:"):
+            return None
+        return RecordingEvent(
+            target.removeprefix("channel:"),
+            str(recording["name"]),
+            _text(recording, "state"),
+            _text(recording, "cause"),
+        )
     return None
 
 

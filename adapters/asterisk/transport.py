@@ -16,6 +16,11 @@ Rules of this file (docs/asterisk.md):
 - After a reconnect, calls are reconciled: a channel Asterisk no longer has
   ends its call; a prompt that finished while we were away is treated as
   finished.
+- With `record_calls`, each call is recorded through a snoop channel
+  (recording.py); its events are routed to the call's recording by the snoop
+  channel's id, and a snoop channel never becomes a call. Finished files go
+  to `recordings_dir` (shared by every server), served as signed links of
+  kind `recordings-asterisk` and reported to the recorder.
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ from typing import Any, Literal
 from adapters.asterisk import codec
 from adapters.asterisk.ari import AriClient, AriCollector, AriStatus
 from adapters.asterisk.call import ERROR_MEDIA, Call
+from adapters.asterisk.recording import (
+    FORMATS,
+    LINK_KIND,
+    CallRecording,
+    Counts,
+    RecordingCollector,
+    RecordingConfig,
+)
 from gateway import errors
 from gateway.calls.events import CallEvent
 from gateway.calls.mount import AdapterContext, Mounted
@@ -51,8 +64,18 @@ _DESTINATION_FORMS = 'must be "context,extension,priority" or "redirect:<endpoin
 Rendered = tuple[Reply | None, Instance | None]
 
 
-# Keys only the outer table may set: one TTS cache serves every server.
-SHARED_ONLY = ("tts_cache_dir", "tts_cache_max_mb", "sample_rate", "enabled", "servers")
+# Keys only the outer table may set: one TTS cache and one recordings
+# directory (one link kind) serve every server.
+SHARED_ONLY = (
+    "tts_cache_dir",
+    "tts_cache_max_mb",
+    "sample_rate",
+    "enabled",
+    "servers",
+    "recordings_dir",
+    "max_recording_bytes",
+)
+FINISH_GRACE = 5.0  # at shutdown, for recordings being fetched
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +97,8 @@ class AsteriskConfig:
     ivrs: Mapping[str, codec.Destination]
     default_agent: codec.Destination | None
     default_ivr: codec.Destination | None
+    # None: calls are not recorded.
+    recording: RecordingConfig | None = None
 
     def __repr__(self) -> str:
         return f"AsteriskConfig({self.name}: url={self.url!r}, app={self.app!r})"
@@ -152,6 +177,20 @@ def _server(table: Mapping[str, Any], where: str, base_dir: Path, name: str) -> 
     rate = r.integer("sample_rate", 8000, 8000, 8000)
     t = r.table("transfer", required=False)
     media_url = r.text("media_url", "http://127.0.0.1:8080/media/", max_len=512)
+    recordings = Path(r.text("recordings_dir", "var/recordings", max_len=4096))
+    record_format = r.text("record_format", "wav", max_len=16)
+    if record_format not in FORMATS:
+        raise ConfigProblem(r.key("record_format"), f"must be one of {', '.join(FORMATS)}")
+    max_recording = r.integer("max_recording_bytes", 1_024, 1 << 31, 100 * 1_048_576)
+    recording = (
+        RecordingConfig(
+            recordings if recordings.is_absolute() else base_dir / recordings,
+            record_format,
+            max_recording,
+        )
+        if r.boolean("record_calls", False)
+        else None
+    )
     return AsteriskConfig(
         name=name,
         url=url,
@@ -170,6 +209,7 @@ def _server(table: Mapping[str, Any], where: str, base_dir: Path, name: str) -> 
         ivrs=_destinations(t, "ivrs"),
         default_agent=_destination(t, "default_agent"),
         default_ivr=_destination(t, "default_ivr"),
+        recording=recording,
     )
 
 
@@ -196,14 +236,24 @@ class AsteriskAdapter:
             config.name,
         )
         self.calls: dict[str, Call] = {}
+        self.recorder = context.recorder
+        self.links = context.links
+        self.counts = Counts(config.name)
+        # Live recordings by their snoop channel's id, and the ones being fetched.
+        self.recordings: dict[str, CallRecording] = {}
+        self._finishing: set[asyncio.Task[None]] = set()
 
     # -- events -----------------------------------------------------------------
 
     def _on_event(self, event: codec.Event) -> None:
+        recording = self.recordings.get(event.channel_id)
+        if recording is not None:
+            recording.on_event(event)
+            return
         call = self.calls.get(event.channel_id)
         if call is None:
-            if not isinstance(event, codec.StasisStart):
-                return  # a channel we do not (or no longer) handle
+            if not isinstance(event, codec.StasisStart) or event.name.startswith("Snoop/"):
+                return  # a channel we do not (or no longer) handle, or a tap
             call = self.calls[event.channel_id] = Call(self, event.channel_id)
             self.live[call.conversation] = call.inject
             call.start()
@@ -265,6 +315,44 @@ class AsteriskAdapter:
         media.extend(codec.media_params(reply))
         return media
 
+    # -- recordings -------------------------------------------------------------
+
+    async def start_recording(self, call: Call) -> CallRecording | None:
+        """Tap the call (before its first prompt) and start recording beside it."""
+        config = self.config.recording
+        if config is None:
+            return None
+        recording = CallRecording(
+            self.ari, config, self.counts, call.id, call.conversation, call.instance_id
+        )
+        # Registered first: the snoop's StasisStart may beat the REST answer.
+        self.recordings[recording.snoop_id] = recording
+        if not await recording.attach():
+            self.recordings.pop(recording.snoop_id, None)
+            return None
+        return recording
+
+    def finish_recording(self, call: Call, recording: CallRecording) -> None:
+        """Fetch the call's recording off the call's task, then report it."""
+        task = asyncio.create_task(self._finish(call, recording), name=f"ari-fetch-{call.id}")
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _finish(self, call: Call, recording: CallRecording) -> None:
+        try:
+            saved = await recording.finish()
+        finally:
+            self.recordings.pop(recording.snoop_id, None)
+        if saved is None or self.recorder is None:
+            return
+        name = "/".join(recording.relative.parts)
+        try:
+            self.links.path_of(LINK_KIND, name)
+        except ValueError:
+            log.warning("recording not linkable", extra={"fields": {"name": name}})
+            return
+        self.recorder.recording(call.instance_id, call.conversation, saved.name, LINK_KIND, name)
+
     def destination(self, reply: Reply) -> codec.Destination | None:
         c = self.config
         return codec.destination(reply, c.agents, c.ivrs, c.default_agent, c.default_ivr)
@@ -275,6 +363,11 @@ class AsteriskAdapter:
         self.ari.start()
 
     async def shutdown(self) -> None:
+        if self._finishing:
+            # Recordings being fetched get a moment; the rest stay in Asterisk's spool.
+            await asyncio.wait(list(self._finishing), timeout=FINISH_GRACE)
+            for task in self._finishing:
+                task.cancel()
         await self.ari.close()
         tasks = [c.task for c in self.calls.values() if c.task is not None]
         for task in tasks:
@@ -299,6 +392,11 @@ def mount(context: AdapterContext, table: Mapping[str, Any], where: str) -> Moun
     adapters = [AsteriskAdapter(context, c, tts, "" if single else f"{c.name}:") for c in configs]
     context.metrics.bind_front(FRONT)
     context.metrics.registry.register(AriCollector(lambda: (a.ari for a in adapters)))
+    recording = next((c.recording for c in configs if c.recording is not None), None)
+    if recording is not None:
+        context.metrics.registry.register(RecordingCollector([a.counts for a in adapters]))
+        if context.recorder is not None:
+            context.links.add_root(LINK_KIND, recording.directory)
     context.metrics.registry.register(TtsCollector(tts))
     http_media = any(c.media_mode == "http" for c in configs)
     prefixes = {MEDIA_PREFIX: MediaRoute(tts)} if http_media else {}

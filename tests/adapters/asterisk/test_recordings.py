@@ -8,13 +8,16 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from adapters.asterisk.transport import parse_config
 from gateway.api.links import Links
-from tests.conftest import GatewayProcess, free_port, write_config
+from gateway.dialogue.config import ConfigProblem
+from tests.conftest import ROOT, GatewayProcess, free_port, write_config
 from tests.fake_ari import FakeAsterisk, FakeChannel, wav_seconds
 
 USER, PASSWORD, APP = "ivrgw", "ari-secret", "ivrgw"
@@ -229,3 +232,23 @@ def test_ari_refusing_the_snoop_leaves_the_call_alone(
     assert row["RecordingFilePath"] == ""
     assert metric(gw, "start_failed") == before + 1
     assert f"ivrgw-snoop-{channel.id}" not in ari.channels
+
+
+def test_recording_keys_in_the_asterisk_table(tmp_path: Path) -> None:
+    base = {"username": "u", "password": "p"}
+    [off] = parse_config(base, "adapters.asterisk", tmp_path)
+    assert off.recording is None
+    [on] = parse_config({**base, "record_calls": True}, "adapters.asterisk", tmp_path)
+    assert on.recording is not None
+    assert on.recording.directory == tmp_path / "var" / "recordings"
+    assert (on.recording.format, on.recording.max_bytes) == ("wav", 100 * 1_048_576)
+    with pytest.raises(ConfigProblem, match="record_format"):
+        parse_config({**base, "record_format": "mp9"}, "adapters.asterisk", tmp_path)
+    servers = {**base, "servers": [{"name": "east", "recordings_dir": "/elsewhere"}]}
+    with pytest.raises(ConfigProblem, match=r"servers\[0\]\.recordings_dir"):
+        parse_config(servers, "adapters.asterisk", tmp_path)
+    # The shipped gateway.toml's table parses (with a password), recording off.
+    shipped = tomllib.loads((ROOT / "config" / "gateway.toml").read_text(encoding="utf-8"))
+    table = {**shipped["adapters"]["asterisk"], "password": "p"}
+    [default] = parse_config(table, "adapters.asterisk", tmp_path)
+    assert default.recording is None

@@ -11,13 +11,14 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from adapters.asterisk.transport import parse_config
 from gateway.api.links import Links
 from gateway.dialogue.config import ConfigProblem
-from tests.conftest import ROOT, GatewayProcess, free_port, write_config
+from tests.conftest import ROOT, Client, GatewayProcess, free_port, write_config
 from tests.fake_ari import FakeAsterisk, FakeChannel, wav_seconds
 
 USER, PASSWORD, APP = "ivrgw", "ari-secret", "ivrgw"
@@ -252,3 +253,26 @@ def test_recording_keys_in_the_asterisk_table(tmp_path: Path) -> None:
     table = {**shipped["adapters"]["asterisk"], "password": "p"}
     [default] = parse_config(table, "adapters.asterisk", tmp_path)
     assert default.recording is None
+
+
+def test_describe_recording_hands_out_a_working_link(
+    gw: GatewayProcess, ari: FakeAsterisk, gw_dir: Path
+) -> None:
+    channel = ari.originate(args=["demo"])
+    wait(lambda: greeted(channel))
+    channel.hang_up()
+    ended_row(gw_dir, channel.id, recorded=True)
+    client = Client(gw.port)
+    try:
+        r = client.call(
+            {"Action": "DescribeRecording", "InstanceId": "demo", "ConversationId": channel.id}
+        )
+    finally:
+        client.close()
+    assert r.status == 200, r.body
+    assert r.json["FileName"] == f"ivrgw-{channel.id}.wav"
+    url = urlsplit(r.json["FilePath"])
+    status, headers, body = gw.get(f"{url.path}?{url.query}")
+    assert (status, headers["content-type"]) == (200, "audio/wav")
+    saved = gw_dir / "recordings" / "demo" / channel.id / f"ivrgw-{channel.id}.wav"
+    assert body == saved.read_bytes()

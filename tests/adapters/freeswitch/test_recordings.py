@@ -9,11 +9,12 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from gateway.api.links import Links
-from tests.conftest import GatewayProcess, conversation_id, write_config
+from tests.conftest import Client, GatewayProcess, conversation_id, write_config
 from tests.fake_freeswitch import RECORDING, Caller, FakeFreeSwitch, Silence, Speech
 
 USER, PASSWORD = "fs", "fs-password-0123"
@@ -100,3 +101,21 @@ def test_recording_served_by_a_signed_link(gw: GatewayProcess, gw_dir: Path) -> 
     # The same link with another signature is refused.
     status, _, _ = gw.get(url.removeprefix(f"http://127.0.0.1:{gw.port}")[:-2] + "xx")
     assert status == 403
+
+
+def test_describe_recording_hands_out_a_working_link(gw: GatewayProcess, gw_dir: Path) -> None:
+    session = recorded_call(gw)
+    row(gw_dir / "var" / "gateway.db", session)
+    client = Client(gw.port)
+    try:
+        r = client.call(
+            {"Action": "DescribeRecording", "InstanceId": "demo", "ConversationId": session}
+        )
+    finally:
+        client.close()
+    assert r.status == 200, r.body
+    assert r.json["FileName"] == f"{session}.wav"
+    url = urlsplit(r.json["FilePath"])
+    assert url.path == f"/files/recordings-freeswitch/demo/{session}/{session}.wav"
+    status, _, body = gw.get(f"{url.path}?{url.query}")
+    assert (status, body) == (200, RECORDING)

@@ -104,8 +104,10 @@ def render(result: dict[str, Any]) -> str:
             f"scale: {sc['steady_rate']:g} turns/s steady (open loop); p99 {base} ms with "
             f"{sc['base']} idle, {loaded} ms with {sc['conversations']:,} idle; ratio "
             f"{sc['p99_ratio']:.2f}x (target <= {sc['target']}x: {verdict})",
-            f"memory: {_f(sc['bytes_per_conversation'], ',.0f')} B of gateway RSS per idle "
-            "conversation",
+            f"memory per idle conversation: {_f(sc['bytes_per_conversation'], ',.0f')} B of the "
+            "live gateway's RSS growth; in a fresh process (bench.memory) "
+            f"{_f(sc['fresh_process']['rss_bytes_per_conversation'], ',.0f')} B RSS, "
+            f"{_f(sc['fresh_process']['traced_bytes_per_conversation'], ',.0f')} B traced",
         ]
     lines.append(f"[store] enabled: {result.get('store_enabled')}; pinned: {result['pinned']}")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench import memory
 from bench.callgen import Load
 from bench.procs import cpu_seconds
 from bench.scripts import UTTERANCES, Script, Step, scripts
@@ -115,4 +116,9 @@ def run(
         bytes_per_conversation=round(first["rss_delta_bytes"] / extra, 1) if extra else None,
     )
     out["met"] = out["p99_ratio"] <= TARGET
+    # The live figure above is small when the sweep before it left freed memory to reuse;
+    # bench.memory measures the same conversations in a fresh process.
+    step(f"scale: memory of {conversations} conversations in a fresh process")
+    fresh = memory.run(conversations)
+    out["fresh_process"] = {k: v for k, v in fresh.items() if k != "top_sites"}
     return out

@@ -55,7 +55,7 @@ class Plan:
 
     def steps(self) -> int:
         opened = len([s for s in self.scenarios if s in GATEWAY]) if self.open_duration else 0
-        scaled = 2 + 4 * self.scale_rounds if self.scale_conversations else 0
+        scaled = 3 + 4 * self.scale_rounds if self.scale_conversations else 0
         return 1 + len(self.levels) * len(self.scenarios) + opened + scaled
 
 

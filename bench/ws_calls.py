@@ -14,9 +14,9 @@ from typing import Any, cast
 import orjson
 
 from bench.callgen import CONNECT_TIMEOUT, Leg, now
-from bench.fronts import FALLBACK_MARK, PLACEHOLDER
+from bench.fronts import FALLBACK_MARK, PLACEHOLDER, webhook_event
 from bench.rpc_turn import HOST
-from bench.scripts import BALANCE, Script, Step
+from bench.scripts import Script, Step
 from bench.ws_turn import frame, handshake, split_frames
 
 CALLS_PER_SOCKET = 64
@@ -24,18 +24,13 @@ _PLACE = PLACEHOLDER.decode()
 
 
 def message(i: int, step: Step) -> dict[str, Any]:
-    """The client message for a step."""
-    out: dict[str, Any] = {"id": i, "call_id": _PLACE}
-    if step.kind == "begin":
-        out.update(type="start", calling="13800000000", context={"balance": BALANCE})
-    elif step.kind == "say":
-        out.update(type="utterance", text=step.text, confidence=0.9)
-    elif step.kind == "digits":
-        out.update(type="digits", digits=step.text + "#")
-    elif step.kind == "silence":
-        out.update(type="no_input")
-    else:
-        out.update(type="end")
+    """The client message for a step: the webhook's event, as docs/websocket.md names it."""
+    out: dict[str, Any] = webhook_event(i, step, "demo")
+    del out["instance_id"]  # the socket's default instance
+    out["id"] = out.pop("seq")
+    out["call_id"] = _PLACE
+    if out["type"] == "speech":
+        out["type"] = "utterance"
     return out
 
 

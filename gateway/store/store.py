@@ -36,6 +36,7 @@ class Store:
             queue_size=settings.queue_size,
             batch_max=settings.batch_max,
             batch_ms=settings.batch_ms,
+            nice=settings.writer_nice,
         )
         self.readers = Readers(settings.path, threads=settings.read_threads)
         self.exports_dir = settings.exports_dir

@@ -9,6 +9,8 @@ Rules of this file:
   more until the oldest queued operation is `batch_ms` old, unless a batch is
   already full or someone waits on a flush or a call. Under load the commit
   itself is the wait: whatever queued meanwhile goes in the next batch.
+- The thread runs at a lower priority (`nice`, 19 by default): records are
+  background work, and a turn never waits behind a commit for the CPU.
 - Consecutive operations of a type with `apply_many` (the per-turn
   records) are applied in one call, an `executemany`.
 - An operation that raises does not take its batch with it: the batch is
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -50,6 +53,8 @@ T_co = TypeVar("T_co", covariant=True)
 DEFAULT_QUEUE_SIZE = 50_000
 DEFAULT_BATCH_MAX = 500
 DEFAULT_BATCH_MS = 50.0
+# The writer thread's nice value (0: the process's priority).
+DEFAULT_NICE = 19
 DROP_LOG_INTERVAL = 5.0
 # A failing operation's repr is logged up to this many characters.
 MAX_LOGGED_REPR = 500
@@ -108,6 +113,7 @@ class Writer:
         batch_ms: float = DEFAULT_BATCH_MS,
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         clock: Callable[[], float] = time.monotonic,
+        nice: int = DEFAULT_NICE,
     ) -> None:
         if queue_size < 1 or batch_max < 1 or batch_ms < 0:
             raise ValueError("queue_size and batch_max must be >= 1, batch_ms >= 0")
@@ -116,6 +122,7 @@ class Writer:
         self.batch_max = batch_max
         self.batch_ms = batch_ms
         self.busy_timeout_ms = busy_timeout_ms
+        self.nice = nice
         self._clock = clock
         # `submit` takes the plain lock (a C-level context manager); the
         # condition on the same lock wakes the thread only when needed.
@@ -279,6 +286,15 @@ class Writer:
 
     def _run(self) -> None:
         assert self._db is not None
+        if self.nice:
+            # This thread only: the writer's CPU (SQLite's inserts, in C with
+            # the GIL released) yields to the event loop's turns on a busy
+            # core, instead of taking its scheduler share in bursts that show
+            # in turn latency. When the loop is idle the writer runs freely.
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except (OSError, AttributeError):
+                log.warning("store writer: cannot lower its priority", extra={"fields": {}})
         try:
             while (batch := self._take()) is not None:
                 try:

@@ -1,19 +1,23 @@
 """What conversation records cost a turn: the same gateway with `[store]` on and off.
 
-`python -m bench.records_turn [--calls 64] [--rate 3000] [--slice 6] [--rounds 6]`
+`python -m bench.records_turn [--calls 64] [--rate 3000] [--slice 6] [--rounds 6]
+[--writers idle,nice]`
 
-Two gateways (RPC, auth off, the demo instance), identical but for
-`[store] enabled`, pinned to CPU 0; the generator on CPU 1. Each of `calls`
-keep-alive connections is one live conversation sending Dialogue turns on a
-fixed schedule, together `rate` turns per second (open loop: a turn's
-latency is measured from the time it was due, so a stall is charged to every
-turn it delayed). Every turn of the store-on gateway writes a Round record
-through the writer thread. Rounds alternate the two gateways; the figure is
-the median over rounds of p99(on) / p99(off) of the same round. A
-closed-loop slice per round (as many turns as the gateway can answer) gives
-the throughput ratio as well.
+Gateways (RPC, auth off, the demo instance), identical but for `[store]`,
+pinned to CPU 0; the generator on CPU 1. One records nothing (`enabled =
+false`); one records for each `--writers` entry: `idle`, the writer thread
+under SCHED_IDLE (the default, `writer_idle = true`), or `nice`, at nice 19
+(`writer_idle = false`). Each of `calls` keep-alive connections is one live
+conversation sending Dialogue turns on a fixed schedule, together `rate`
+turns per second (open loop: a turn's latency is measured from the time it
+was due, so a stall is charged to every turn it delayed). Every turn of a
+recording gateway writes a Round record through its writer thread. Each
+round runs every gateway once, in an order that rotates from round to
+round; the figure is the median over rounds of p99(records) / p99(off) of
+the same round. A closed-loop slice per round (as many turns as the
+gateway can answer) gives the throughput ratio as well.
 
-At the end the store-on gateway is stopped (its lifespan flushes the
+At the end each recording gateway is stopped (its lifespan flushes the
 queue) and its database is counted: every answered turn must be there, and
 `ivrgw_records_dropped_total` must be 0.
 """
@@ -146,19 +150,23 @@ async def _paced(port: int, requests: list[bytes], rate: float, seconds: float) 
     }
 
 
-def _gateway(servers: Servers, tmp: Path, name: str, records: bool) -> Server:
+# How the writer thread is scheduled: `[store] writer_idle`.
+WRITERS = {"idle": True, "nice": False}
+
+
+def _gateway(servers: Servers, tmp: Path, name: str, writer: str) -> Server:
+    """A gateway recording with its writer thread scheduled as `writer` says
+    ("idle": SCHED_IDLE, "nice": nice 19), or recording nothing ("off")."""
     port = free_port()
     config = gwconfig.write(tmp / name, port=port, auth=False)
-    gwconfig.update(
-        config,
-        {
-            "store": {
-                "enabled": records,
-                "path": str((tmp / name / "var" / "gateway.db").resolve()),
-                "exports_dir": str((tmp / name / "var" / "exports").resolve()),
-            }
-        },
-    )
+    store: dict[str, Any] = {
+        "enabled": writer != "off",
+        "path": str((tmp / name / "var" / "gateway.db").resolve()),
+        "exports_dir": str((tmp / name / "var" / "exports").resolve()),
+    }
+    if writer != "off":
+        store["writer_idle"] = WRITERS[writer]
+    gwconfig.update(config, {"store": store})
     return servers.gateway(name, config, port)
 
 
@@ -176,28 +184,34 @@ def _dropped(server: Server) -> float:
     return -1.0
 
 
-def run(calls: int, rate: float, slice_s: float, rounds: int, log: Any = print) -> dict[str, Any]:
+def run(
+    calls: int,
+    rate: float,
+    slice_s: float,
+    rounds: int,
+    writers: tuple[str, ...] = ("idle",),
+    log: Any = print,
+) -> dict[str, Any]:
     pin = can_pin()
     if pin:
         os.sched_setaffinity(0, {LOADGEN_CPU})
+    names = (*writers, "off")
     out: dict[str, Any] = {
         "calls": calls,
         "rate": rate,
         "slice_s": slice_s,
         "rounds": rounds,
         "pinned": pin,
-        "paced": {"on": [], "off": []},
-        "closed": {"on": [], "off": []},
+        "writers": list(writers),
+        "paced": {name: [] for name in names},
+        "closed": {name: [] for name in names},
     }
     with (
         tempfile.TemporaryDirectory(prefix="ivr-bench-records-") as tmpdir,
         Servers(Path(tmpdir), pin) as servers,
     ):
         tmp = Path(tmpdir)
-        gws = {
-            "on": _gateway(servers, tmp, "on", True),
-            "off": _gateway(servers, tmp, "off", False),
-        }
+        gws = {name: _gateway(servers, tmp, name, name) for name in names}
         reqs: dict[str, list[bytes]] = {}
         for name, gw in gws.items():
             signer = Signer(gw.port)
@@ -207,7 +221,8 @@ def run(calls: int, rate: float, slice_s: float, rounds: int, log: Any = print) 
                     raise RuntimeError(f"{name}: BeginDialogue answered {status}: {body[:200]!r}")
             reqs[name] = [signer.request(turn_params(conversation(i))) for i in range(calls)]
         for r in range(rounds):
-            order = ("on", "off") if r % 2 == 0 else ("off", "on")
+            # Each gateway takes each place in the order in turn.
+            order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 gw = gws[name]
                 log(f"  round {r + 1}/{rounds}: records {name}, paced {rate:g}/s ...")
@@ -222,32 +237,41 @@ def run(calls: int, rate: float, slice_s: float, rounds: int, log: Any = print) 
                 out["closed"][name].append(
                     {"rps": round(stats.rps, 1), "p99_ms": round(stats.percentile(99) * 1e3, 3)}
                 )
-        on = gws["on"]
-        out["dropped"] = _dropped(on)
-        answered = sum(p["turns"] for p in out["paced"]["on"])
-        on.stop()  # SIGTERM: the lifespan flushes the writer's queue
-        db = sqlite3.connect(tmp / "on" / "var" / "gateway.db")
-        try:
-            rows = db.execute(
-                "SELECT COUNT(*) FROM conversation_details WHERE Speaker = 'Customer'"
-            ).fetchone()[0]
-        finally:
-            db.close()
-        out["customer_lines"] = rows
-        out["paced_turns_on"] = answered
-    p99 = [
-        a["p99_ms"] / b["p99_ms"]
-        for a, b in zip(out["paced"]["on"], out["paced"]["off"], strict=True)
-        if b["p99_ms"]
-    ]
-    rps = [
-        a["rps"] / b["rps"]
-        for a, b in zip(out["closed"]["on"], out["closed"]["off"], strict=True)
-        if b["rps"]
-    ]
-    out["p99_ratio_per_round"] = [round(x, 3) for x in p99]
-    out["p99_ratio"] = round(_median(p99), 3) if p99 else None
-    out["rps_ratio"] = round(_median(rps), 3) if rps else None
+        out["stored"] = {}
+        for name in writers:
+            gw = gws[name]
+            dropped = _dropped(gw)
+            answered = sum(p["turns"] for p in out["paced"][name])
+            gw.stop()  # SIGTERM: the lifespan flushes the writer's queue
+            db = sqlite3.connect(tmp / name / "var" / "gateway.db")
+            try:
+                rows = db.execute(
+                    "SELECT COUNT(*) FROM conversation_details WHERE Speaker = 'Customer'"
+                ).fetchone()[0]
+            finally:
+                db.close()
+            out["stored"][name] = {
+                "dropped": dropped,
+                "customer_lines": rows,
+                "paced_turns": answered,
+            }
+    out["ratios"] = {}
+    for name in writers:
+        p99 = [
+            a["p99_ms"] / b["p99_ms"]
+            for a, b in zip(out["paced"][name], out["paced"]["off"], strict=True)
+            if b["p99_ms"]
+        ]
+        rps = [
+            a["rps"] / b["rps"]
+            for a, b in zip(out["closed"][name], out["closed"]["off"], strict=True)
+            if b["rps"]
+        ]
+        out["ratios"][name] = {
+            "p99_per_round": [round(x, 3) for x in p99],
+            "p99": round(_median(p99), 3) if p99 else None,
+            "rps": round(_median(rps), 3) if rps else None,
+        }
     return out
 
 
@@ -257,23 +281,35 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=3000.0, help="turns/s over all calls")
     ap.add_argument("--slice", type=float, default=6.0, help="seconds per measured slice")
     ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument(
+        "--writers",
+        default="idle",
+        help="how the writer thread is scheduled, compared with records off:"
+        " idle (SCHED_IDLE, the default), nice (nice 19), or idle,nice",
+    )
     args = ap.parse_args()
-    res = run(args.calls, args.rate, args.slice, args.rounds)
-    for name in ("on", "off"):
+    writers = tuple(w for w in args.writers.split(",") if w)
+    if not writers or any(w not in WRITERS for w in writers):
+        ap.error("--writers takes idle and/or nice")
+    res = run(args.calls, args.rate, args.slice, args.rounds, writers)
+    for name in (*writers, "off"):
         for k, p in enumerate(res["paced"][name]):
             c = res["closed"][name][k]
             print(
-                f"records {name:<4} round {k + 1}: paced p50 {p['p50_ms']:.2f} ms"
+                f"records {name:<7} round {k + 1}: paced p50 {p['p50_ms']:.2f} ms"
                 f"  p99 {p['p99_ms']:.2f} ms  p99.9 {p['p999_ms']:.2f} ms  errors {p['errors']}"
                 f"  gw cpu {p['server_cpu']:.0%}   closed {c['rps']:.0f} turns/s"
             )
-    print(f"p99 on/off per round: {res['p99_ratio_per_round']}")
-    print(f"p99 ratio (median): {res['p99_ratio']}x   (target <= 1.05x)")
-    print(f"closed-loop throughput on/off (median): {res['rps_ratio']}x")
-    print(
-        f"records dropped: {res['dropped']:.0f}; customer lines stored "
-        f"{res['customer_lines']} (begun + paced + closed turns)"
-    )
+    for name in writers:
+        ratio = res["ratios"][name]
+        stored = res["stored"][name]
+        print(f"writer {name}: p99 on/off per round: {ratio['p99_per_round']}")
+        print(f"writer {name}: p99 ratio (median): {ratio['p99']}x   (target <= 1.05x)")
+        print(f"writer {name}: closed-loop throughput on/off (median): {ratio['rps']}x")
+        print(
+            f"writer {name}: records dropped: {stored['dropped']:.0f}; customer lines stored"
+            f" {stored['customer_lines']} (begun + paced + closed turns)"
+        )
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -63,7 +63,9 @@ class StoreSettings:
     batch_max: int = 500
     batch_ms: float = 50.0
     read_threads: int = 2
-    # The writer thread's nice value: 19 (lowest priority) lets turns come first.
+    # The writer thread runs under SCHED_IDLE: a turn always preempts it.
+    # Off: it runs at `writer_nice` (19, the lowest, lets turns come first).
+    writer_idle: bool = True
     writer_nice: int = 19
     # CSV exports and TTS auditions are written here and served under
     # expiring signed links (gateway.api.links) for `link_ttl` seconds.
@@ -202,6 +204,7 @@ def _parse_settings(path: Path, data: dict[str, Any]) -> Settings:
         batch_max=st.integer("batch_max", 1, 100_000, 500),
         batch_ms=float(st.integer("batch_ms", 0, 10_000, 50)),
         read_threads=st.integer("read_threads", 1, 64, 2),
+        writer_idle=st.boolean("writer_idle", True),
         writer_nice=st.integer("writer_nice", 0, 19, 19),
         exports_dir=_relative(path, st.text("exports_dir", "var/exports", max_len=4096)),
         link_ttl=st.integer("link_ttl_seconds", 10, 7 * 86_400, 3_600),

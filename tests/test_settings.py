@@ -36,6 +36,8 @@ def test_config_path_prefers_flag_then_environment(monkeypatch: pytest.MonkeyPat
             "access_keys[2].policy",
             "full or read-only",
         ),
+        ('[store]\nwriter_idle = "yes"', "store.writer_idle", "true or false"),
+        ("[store]\nwriter_nice = 20", "store.writer_nice", "between"),
     ],
 )
 def test_invalid_gateway_config_names_file_key_and_problem(
@@ -51,6 +53,15 @@ def test_invalid_gateway_config_names_file_key_and_problem(
     assert exc.value.file == str(config)
     assert exc.value.key == key
     assert problem in exc.value.problem
+
+
+def test_store_writer_is_sched_idle_unless_configured(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    settings = load_settings(config)
+    assert settings.store.writer_idle and settings.store.writer_nice == 19
+    config.write_text(config.read_text() + "\n[store]\nwriter_idle = false\nwriter_nice = 10\n")
+    settings = load_settings(config)
+    assert not settings.store.writer_idle and settings.store.writer_nice == 10
 
 
 def test_invalid_instance_file_is_named(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ class Store:
             queue_size=settings.queue_size,
             batch_max=settings.batch_max,
             batch_ms=settings.batch_ms,
+            idle=settings.writer_idle,
             nice=settings.writer_nice,
         )
         self.readers = Readers(settings.path, threads=settings.read_threads)

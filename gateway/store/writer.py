@@ -1,21 +1,21 @@
-"""The store's one writer thread: write operations from a bounded queue, committed in batches.
+"""The store's writer: write operations from a bounded queue, committed in batches by one thread.
 
 Rules of this file:
-- One thread owns the write connection; nothing else writes the database.
+- One writer owns the write connection; nothing else writes the database.
 - `submit` never blocks its caller (the event loop): it appends to a bounded
   queue, or, when the queue is full or the writer closed, returns False and
-  counts the operation in `dropped` (with a rate-limited warning).
+  counts the operation in `dropped` (with a rate-limited warning). The bound
+  counts every operation not yet committed, queued or in a batch.
 - The thread takes up to `batch_max` operations per transaction. It waits for
   more until the oldest queued operation is `batch_ms` old, unless a batch is
   already full or someone waits on a flush or a call. Under load the commit
   itself is the wait: whatever queued meanwhile goes in the next batch.
-- The thread runs at a lower priority (`nice`, 19 by default): records are
-  background work, and a turn never waits behind a commit for the CPU.
-- Consecutive operations of a type with `apply_many` (the per-turn
-  records) are applied in one call, an `executemany`.
-- An operation that raises does not take its batch with it: the batch is
-  rolled back and re-applied one operation per transaction; the bad one is
-  logged with its repr, counted in `failed`, and skipped.
+- A batch is applied by `gateway.store.apply.apply_batch`: one transaction,
+  an `executemany` for a run of records, and a failing operation skipped
+  and counted without losing its batch.
+- The thread runs under SCHED_IDLE (`idle`, the default), or else at a
+  lower priority (`nice`): records are background work, and a turn never
+  waits behind a commit for the CPU.
 - `call` is for writes whose caller needs the outcome (the management API):
   it is never dropped (it bypasses the queue bound, which exists against
   record floods) and its future gets the operation's result or exception.
@@ -38,37 +38,26 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway.store.apply import Tally, WriteOp, apply_batch
 from gateway.store.db import DEFAULT_BUSY_TIMEOUT_MS, open_database
+
+__all__ = ["Sql", "StoreCollector", "WriteOp", "Writer"]
 
 log = logging.getLogger("gateway.store")
 
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
 
 DEFAULT_QUEUE_SIZE = 50_000
 DEFAULT_BATCH_MAX = 500
 DEFAULT_BATCH_MS = 50.0
-# The writer thread's nice value (0: the process's priority).
+# The writer thread's nice value when it is not SCHED_IDLE (0: the process's priority).
 DEFAULT_NICE = 19
 DROP_LOG_INTERVAL = 5.0
-# A failing operation's repr is logged up to this many characters.
-MAX_LOGGED_REPR = 500
-
-
-class WriteOp(Protocol[T_co]):
-    """One write, applied by the writer thread inside its batch transaction.
-
-    `apply` must not commit, roll back or begin: the writer owns the
-    transaction. It may run twice (a failed batch is retried item by item
-    after a rollback), so it must not have effects outside the database.
-    """
-
-    def apply(self, db: sqlite3.Connection) -> T_co: ...
 
 
 class Sql(NamedTuple):
@@ -92,13 +81,15 @@ class _Item(NamedTuple):
 _new_item = tuple.__new__
 
 
-def _resolve(future: Future[Any], result: object = None, exc: BaseException | None = None) -> None:
+def resolve(future: Future[Any], ok: bool, value: object) -> None:
+    """Settle a call's future with an outcome (gateway.store.apply.Outcome)."""
     # The waiter may have been cancelled (its coroutine was); the write stands.
     with contextlib.suppress(InvalidStateError):
-        if exc is None:
-            future.set_result(result)
+        if ok:
+            future.set_result(value)
         else:
-            future.set_exception(exc)
+            assert isinstance(value, BaseException)
+            future.set_exception(value)
 
 
 class Writer:
@@ -113,6 +104,7 @@ class Writer:
         batch_ms: float = DEFAULT_BATCH_MS,
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         clock: Callable[[], float] = time.monotonic,
+        idle: bool = True,
         nice: int = DEFAULT_NICE,
     ) -> None:
         if queue_size < 1 or batch_max < 1 or batch_ms < 0:
@@ -122,6 +114,7 @@ class Writer:
         self.batch_max = batch_max
         self.batch_ms = batch_ms
         self.busy_timeout_ms = busy_timeout_ms
+        self.idle = idle
         self.nice = nice
         self._clock = clock
         # `submit` takes the plain lock (a C-level context manager); the
@@ -137,17 +130,35 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
         self._drop_logged_at = -DROP_LOG_INTERVAL
-        # Counters, read by the metrics collector and tests.
-        self.commits = 0  # transactions committed
-        self.written = 0  # operations committed
-        self.failed = 0  # submitted operations that raised and were skipped
+        self.tally = Tally()
         self.dropped = 0  # operations refused by submit (queue full or closed)
-        self.retried_batches = 0  # batches rolled back and retried item by item
+        # Operations behind at which a SCHED_IDLE writer runs at its nice value.
+        self.catch_up_at = max(2 * batch_max, queue_size // 10)
+        self.catch_ups = 0  # times it did
+        self._tid: int | None = None
+        self._idle_now = False
+
+    # The tally's counters, by name (the metrics collector and tests read them).
+    @property
+    def commits(self) -> int:
+        return self.tally.commits
+
+    @property
+    def written(self) -> int:
+        return self.tally.written
+
+    @property
+    def failed(self) -> int:
+        return self.tally.failed
+
+    @property
+    def retried_batches(self) -> int:
+        return self.tally.retried_batches
 
     # -- the caller's side ----------------------------------------------------
 
     def start(self) -> None:
-        """Open (and migrate) the database, then start the thread.
+        """Open the database, then start the thread.
 
         Blocks while it opens the file; call it at start-up, or through
         `asyncio.to_thread` from a running loop.
@@ -155,9 +166,7 @@ class Writer:
         if self._thread is not None or self._closing:
             raise RuntimeError(f"{self!r} already started or closed")
         # Opened outside the lock: submit keeps queueing meanwhile.
-        self._db = open_database(
-            self.path, busy_timeout_ms=self.busy_timeout_ms, check_same_thread=False
-        )
+        self._open()
         thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         with self._cond:
             self._thread = thread
@@ -167,13 +176,12 @@ class Writer:
         """Queue `op`; False (and counted in `dropped`) when the queue is full or closed."""
         queue = self._queue
         with self._lock:
-            n = len(queue)
-            if n < self.queue_size and not self._closing:
+            if self._seq - self._done < self.queue_size and not self._closing:
                 self._seq = seq = self._seq + 1
                 # tuple.__new__ directly: a NamedTuple's own __new__ is Python code,
                 # and this runs once per turn.
                 queue.append(_new_item(_Item, (seq, op, None, self._clock())))
-                n += 1
+                n = len(queue)
                 # Wake the thread when it may be idle (first item) or
                 # collecting (the batch just filled); otherwise it is busy.
                 if n == 1 or n == self.batch_max:
@@ -245,6 +253,7 @@ class Writer:
             if thread is None:
                 self.dropped += len(self._queue)
                 self._queue.clear()
+                self._done = self._seq
             self._cond.notify()
         if thread is not None:
             thread.join()
@@ -253,13 +262,21 @@ class Writer:
         await asyncio.to_thread(self.close)
 
     @property
+    def native_id(self) -> int | None:
+        """The writer thread's id as the kernel knows it (`ps -L`, `top -H`), once started."""
+        thread = self._thread
+        return thread.native_id if thread is not None else None
+
+    @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Operations not yet applied: queued, or in the batch being applied."""
+        return self._seq - self._done
 
     def __repr__(self) -> str:
         return (
-            f"Writer({str(self.path)!r}, queued={len(self._queue)}, commits={self.commits},"
-            f" written={self.written}, failed={self.failed}, dropped={self.dropped})"
+            f"{type(self).__name__}({str(self.path)!r}, queued={self.queued},"
+            f" commits={self.commits}, written={self.written}, failed={self.failed},"
+            f" dropped={self.dropped})"
         )
 
     # -- the writer thread ----------------------------------------------------
@@ -285,109 +302,108 @@ class Writer:
             return [self._queue.popleft() for _ in range(n)]
 
     def _run(self) -> None:
-        assert self._db is not None
-        if self.nice:
-            # This thread only: the writer's CPU (SQLite's inserts, in C with
-            # the GIL released) yields to the event loop's turns on a busy
-            # core, instead of taking its scheduler share in bursts that show
-            # in turn latency. When the loop is idle the writer runs freely.
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
-            except (OSError, AttributeError):
-                log.warning("store writer: cannot lower its priority", extra={"fields": {}})
+        self._lower_priority()
         try:
             while (batch := self._take()) is not None:
                 try:
-                    self._apply(batch)
+                    self._handle(batch)
+                    self._pace()
                 except Exception:
-                    # _apply handles operation errors; this is a bug, and the
+                    # _handle settles operation errors; this is a bug, and the
                     # thread must outlive it.
                     log.exception("store writer: unexpected error", extra={"fields": {}})
+                    error = RuntimeError("store writer error")
                     for item in batch:
                         if item.future is not None:
-                            _resolve(item.future, exc=RuntimeError("store writer error"))
-                finally:
+                            resolve(item.future, False, error)
                     self._finished(batch[-1].seq)
         finally:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("PRAGMA optimize")
-            self._db.close()
+            self._shutdown()
 
     def _finished(self, seq: int) -> None:
         with self._cond:
-            self._done = seq
+            self._done = max(self._done, seq)
             ready = [f for target, f in self._waiters if target <= seq]
             self._waiters = [(t, f) for t, f in self._waiters if t > seq]
         for future in ready:
-            _resolve(future)
+            resolve(future, True, None)
 
-    def _apply(self, batch: list[_Item]) -> None:
-        db = self._db
-        assert db is not None
+    # -- the thread's connection and priority -----------------------------------
+
+    def _open(self) -> None:
+        self._db = open_database(
+            self.path, busy_timeout_ms=self.busy_timeout_ms, check_same_thread=False
+        )
+
+    def _lower_priority(self) -> None:
+        # This thread only. SCHED_IDLE: a waking thread of normal priority
+        # (the event loop, with a turn) always preempts it at once, so
+        # SQLite's inserts run in the time turns leave. A nice value only
+        # weighs its share: the scheduler lets it finish its slice first,
+        # and a turn waits that long (docs/storage.md has the figures).
+        # The nice value is set first, also under SCHED_IDLE: it is the
+        # priority `_pace` raises the thread to, and leaving SCHED_IDLE for
+        # nice 19 needs only RLIMIT_NICE >= 1 where nice 0 would need 20.
+        self._tid = tid = threading.get_native_id()
         try:
-            db.execute("BEGIN IMMEDIATE")
-            results = _apply_all(db, batch)
-            db.execute("COMMIT")
-        except Exception as exc:
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            if len(batch) > 1:
-                self.retried_batches += 1
-                log.warning(
-                    "store batch failed, retrying its operations one by one",
-                    extra={"fields": {"size": len(batch), "error": repr(exc)}},
-                )
-                for item in batch:
-                    self._apply([item])
-                return
-            item = batch[0]
-            if item.future is not None:
-                _resolve(item.future, exc=exc)
-                return
-            self.failed += 1
-            log.warning(
-                "store operation failed and was skipped",
-                extra={
-                    "fields": {
-                        "op": repr(item.op)[:MAX_LOGGED_REPR],
-                        "error": repr(exc),
-                        "failed_total": self.failed,
-                    }
-                },
-            )
+            if self.nice:
+                os.setpriority(os.PRIO_PROCESS, tid, self.nice)
+            if self.idle:
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+                self._idle_now = True
+        except (OSError, AttributeError):
+            log.warning("store writer: cannot lower its priority", extra={"fields": {}})
+
+    def _pace(self) -> None:
+        """Under SCHED_IDLE, a core kept busy by turns gives the thread
+        nothing, and the queue would fill. So with `catch_up_at` operations
+        behind, it runs at its nice value until it is down to `batch_max`."""
+        if not self.idle or self._tid is None:
             return
-        self.commits += 1
-        self.written += len(batch)
-        for item, result in zip(batch, results, strict=True):
+        behind = self._seq - self._done
+        if self._idle_now and behind >= self.catch_up_at:
+            policy = os.SCHED_OTHER
+        elif not self._idle_now and behind <= self.batch_max:
+            policy = os.SCHED_IDLE
+        else:
+            return
+        try:
+            os.sched_setscheduler(self._tid, policy, os.sched_param(0))
+        except OSError as exc:
+            # Unprivileged, with RLIMIT_NICE 0: it stays SCHED_IDLE.
+            log.warning(
+                "store writer: cannot leave SCHED_IDLE to catch up; records may be"
+                " dropped under sustained load (docs/storage.md)",
+                extra={"fields": {"behind": behind, "error": str(exc)}},
+            )
+            self.idle = False
+            return
+        self._idle_now = policy == os.SCHED_IDLE
+        if not self._idle_now:
+            self.catch_ups += 1
+            log.info(
+                "store writer behind, catching up at its nice value",
+                extra={"fields": {"behind": behind, "nice": self.nice}},
+            )
+
+    def _handle(self, batch: list[_Item]) -> None:
+        assert self._db is not None
+        outcomes = apply_batch(
+            self._db,
+            [item.op for item in batch],
+            [item.future is not None for item in batch],
+            self.tally,
+        )
+        for item, (ok, value) in zip(batch, outcomes, strict=True):
             if item.future is not None:
-                _resolve(item.future, result)
+                resolve(item.future, ok, value)
+        self._finished(batch[-1].seq)
 
-
-def _apply_all(db: sqlite3.Connection, batch: list[_Item]) -> list[Any]:
-    """Each operation's result, in order. In a batch of several, a run of
-    operations of one type that has `apply_many(db, ops)` (records) goes in
-    one call, with None results."""
-    results: list[Any] = []
-    n = len(batch)
-    i = 0
-    while i < n:
-        op = batch[i].op
-        many = getattr(type(op), "apply_many", None)
-        # A single operation (and every one of a batch retried one by one)
-        # takes its own `apply`, the path that repairs what `apply_many` assumes.
-        if many is None or n == 1:
-            results.append(op.apply(db))
-            i += 1
-            continue
-        kind = type(op)
-        j = i + 1
-        while j < n and type(batch[j].op) is kind:
-            j += 1
-        many(db, [item.op for item in batch[i:j]])
-        results.extend([None] * (j - i))
-        i = j
-    return results
+    def _shutdown(self) -> None:
+        assert self._db is not None
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA optimize")
+        self._db.close()
 
 
 class StoreCollector(Collector):
@@ -410,5 +426,10 @@ class StoreCollector(Collector):
             ("ivrgw_store_commits", w.commits, "Store transactions committed."),
             ("ivrgw_store_written", w.written, "Write operations committed."),
             ("ivrgw_store_failed", w.failed, "Write operations that raised and were skipped."),
+            (
+                "ivrgw_store_catch_ups",
+                w.catch_ups,
+                "Times the SCHED_IDLE writer fell behind and ran at its nice value to catch up.",
+            ),
         ):
             yield CounterMetricFamily(name, doc, value=value)

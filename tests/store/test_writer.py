@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import resource
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,3 +194,60 @@ def test_open_database_alongside_a_running_writer(writer: Writer, path: Path) ->
         assert count(db) == 1
     finally:
         db.close()
+
+
+def _policy(writer: Writer) -> tuple[int, int]:
+    tid = writer.native_id
+    assert tid is not None
+    # The thread has set its priority before it takes its first batch.
+    writer.submit(insert(1))
+    writer.flush_sync(timeout=10)
+    return os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)
+
+
+def test_writer_thread_runs_under_sched_idle_by_default(writer: Writer) -> None:
+    writer.start()
+    # Idle, at nice 19: the priority it catches up at.
+    assert _policy(writer) == (os.SCHED_IDLE, 19)
+    # The rest of the process keeps its policy.
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
+def test_writer_thread_not_idle_runs_at_its_nice_value(path: Path) -> None:
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    writer = Writer(path, idle=False, nice=19)
+    writer.start()
+    try:
+        assert _policy(writer) == (os.SCHED_OTHER, 19)
+    finally:
+        writer.close()
+    assert os.getpriority(os.PRIO_PROCESS, 0) == own  # the process's own is untouched
+
+
+def _may_leave_sched_idle() -> bool:
+    # Leaving SCHED_IDLE for nice 19 takes root, or RLIMIT_NICE >= 1.
+    return os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_NICE)[0] >= 1
+
+
+@pytest.mark.skipif(not _may_leave_sched_idle(), reason="needs root or RLIMIT_NICE >= 1")
+def test_writer_behind_leaves_sched_idle_until_it_caught_up(path: Path) -> None:
+    writer = Writer(path, queue_size=10_000, batch_max=100, batch_ms=60_000)
+    assert writer.catch_up_at == 1_000
+    # Queued before the start: the first batch leaves 1,400 behind.
+    for n in range(1_500):
+        writer.submit(insert(n))
+    writer.start()
+    try:
+        writer.flush_sync(timeout=10)
+        assert writer.catch_ups == 1 and len(names(path)) == 1_500
+        tid = writer.native_id
+        assert tid is not None
+        # Caught up: back under SCHED_IDLE, at its nice value all along.
+        assert os.sched_getscheduler(tid) == os.SCHED_IDLE
+        assert os.getpriority(os.PRIO_PROCESS, tid) == 19
+        samples = {
+            s.name: s.value for metric in StoreCollector(writer).collect() for s in metric.samples
+        }
+        assert samples["ivrgw_store_catch_ups_total"] == 1
+    finally:
+        writer.close()

@@ -15,7 +15,10 @@ recording gateway writes a Round record through its writer thread. Each
 round runs every gateway once, in an order that rotates from round to
 round; the figure is the median over rounds of p99(records) / p99(off) of
 the same round. A closed-loop slice per round (as many turns as the
-gateway can answer) gives the throughput ratio as well.
+gateway can answer) gives the throughput ratio as well. It leaves a backlog
+of records (a saturated core gives an idle writer little); before each
+paced slice the bench waits for every recording gateway's store queue to
+drain, and reports the wait (`drain_s`).
 
 At the end each recording gateway is stopped (its lifespan flushes the
 queue) and its database is counted: every answered turn must be there, and
@@ -176,12 +179,24 @@ def _median(xs: list[float]) -> float:
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
 
-def _dropped(server: Server) -> float:
+def _metric(server: Server, name: str) -> float:
     _, body = fetch(HOST, server.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     for line in body.decode().splitlines():
-        if line.startswith("ivrgw_records_dropped_total "):
+        if line.startswith(name + " "):
             return float(line.split()[1])
     return -1.0
+
+
+def _drained(server: Server, timeout: float = 120.0) -> float:
+    """Wait until the gateway's writer has applied its backlog (the closed-loop
+    slices leave one); the seconds it took. A paced slice then measures a
+    gateway keeping up with its records, not one paying off an earlier burst."""
+    t0 = time.monotonic()
+    while _metric(server, "ivrgw_store_queue_depth") > 0:
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"{server.name}: the store queue did not drain in {timeout:g} s")
+        time.sleep(0.1)
+    return round(time.monotonic() - t0, 2)
 
 
 def run(
@@ -225,11 +240,15 @@ def run(
             order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 gw = gws[name]
+                # Every writer, not only this gateway's: one draining
+                # during another's slice would load the shared core.
+                drain = sum(_drained(gws[w]) for w in writers)
                 log(f"  round {r + 1}/{rounds}: records {name}, paced {rate:g}/s ...")
                 cpu0 = cpu_seconds(gw.pid)
                 with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                     paced = runner.run(_paced(gw.port, reqs[name], rate, slice_s))
                 paced["server_cpu"] = round((cpu_seconds(gw.pid) - cpu0) / slice_s, 3)
+                paced["drain_s"] = drain
                 out["paced"][name].append(paced)
                 log(f"  round {r + 1}/{rounds}: records {name}, closed loop ...")
                 many = [[q] * 20_000 for q in reqs[name]]
@@ -240,7 +259,7 @@ def run(
         out["stored"] = {}
         for name in writers:
             gw = gws[name]
-            dropped = _dropped(gw)
+            dropped = _metric(gw, "ivrgw_records_dropped_total")
             answered = sum(p["turns"] for p in out["paced"][name])
             gw.stop()  # SIGTERM: the lifespan flushes the writer's queue
             db = sqlite3.connect(tmp / name / "var" / "gateway.db")
@@ -299,6 +318,7 @@ def main() -> None:
                 f"records {name:<7} round {k + 1}: paced p50 {p['p50_ms']:.2f} ms"
                 f"  p99 {p['p99_ms']:.2f} ms  p99.9 {p['p999_ms']:.2f} ms  errors {p['errors']}"
                 f"  gw cpu {p['server_cpu']:.0%}   closed {c['rps']:.0f} turns/s"
+                f"  drained in {p['drain_s']:.1f} s"
             )
     for name in writers:
         ratio = res["ratios"][name]

@@ -136,7 +136,8 @@ class Writer:
         self.catch_up_at = max(2 * batch_max, queue_size // 10)
         self.catch_ups = 0  # times it did
         self._tid: int | None = None
-        self._idle_now = False
+        self._idle_now = False  # under SCHED_IDLE, and able to leave it
+        self._catching_up = False  # left SCHED_IDLE to catch up
 
     # The tally's counters, by name (the metrics collector and tests read them).
     @property
@@ -358,7 +359,7 @@ class Writer:
         """Under SCHED_IDLE, a core kept busy by turns gives the thread
         nothing, and the queue would fill. So with `catch_up_at` operations
         behind, it runs at its nice value until it is down to `batch_max`."""
-        if not self.idle or self._tid is None:
+        if not self._idle_now and not self._catching_up:
             return
         behind = self._seq - self._done
         if self._idle_now and behind >= self.catch_up_at:
@@ -367,6 +368,7 @@ class Writer:
             policy = os.SCHED_IDLE
         else:
             return
+        assert self._tid is not None
         try:
             os.sched_setscheduler(self._tid, policy, os.sched_param(0))
         except OSError as exc:
@@ -376,10 +378,11 @@ class Writer:
                 " dropped under sustained load (docs/storage.md)",
                 extra={"fields": {"behind": behind, "error": str(exc)}},
             )
-            self.idle = False
+            self._idle_now = False  # it stays SCHED_IDLE; never try again
             return
         self._idle_now = policy == os.SCHED_IDLE
-        if not self._idle_now:
+        self._catching_up = not self._idle_now
+        if self._catching_up:
             self.catch_ups += 1
             log.info(
                 "store writer behind, catching up at its nice value",

@@ -52,12 +52,6 @@ class Tally:
         self.failed = 0  # operations that raised and were skipped (not calls)
         self.retried_batches = 0  # batches rolled back and retried item by item
 
-    def add(self, commits: int, written: int, failed: int, retried_batches: int) -> None:
-        self.commits += commits
-        self.written += written
-        self.failed += failed
-        self.retried_batches += retried_batches
-
     def as_tuple(self) -> tuple[int, int, int, int]:
         return (self.commits, self.written, self.failed, self.retried_batches)
 
